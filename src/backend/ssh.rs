@@ -1,0 +1,41 @@
+//! The `ssh` backend: an existing Linux host (a remote builder, a CI box) that is always running.
+
+use super::Backend;
+use crate::config::{BackendKind, Project};
+use crate::error::{Error, Result};
+use crate::ssh::Endpoint;
+use crate::state::StateDir;
+
+pub struct SshBackend {
+    endpoint: Endpoint,
+}
+
+impl SshBackend {
+    pub fn new(project: &Project, state: &StateDir) -> Result<SshBackend> {
+        let ssh = &project.config.ssh;
+        let host = ssh.host.clone().ok_or_else(|| {
+            Error::Usage("the ssh backend needs [ssh] host in n10n-dev.toml".into())
+        })?;
+        let vm = &project.config.vm.name;
+        Ok(SshBackend {
+            endpoint: Endpoint {
+                host,
+                port: ssh.port,
+                user: ssh.user.clone(),
+                identity: ssh.identity.clone(),
+                host_key_alias: vm.clone(),
+                known_hosts: state.vm_dir(vm)?.join("known_hosts"),
+            },
+        })
+    }
+}
+
+impl Backend for SshBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ssh
+    }
+
+    fn endpoint(&self) -> Result<Endpoint> {
+        Ok(self.endpoint.clone())
+    }
+}

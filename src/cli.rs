@@ -1,0 +1,180 @@
+//! Command-line parsing (clap) and the one place where results become exit codes.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+
+use crate::commands::{self, Context};
+use crate::error::Error;
+
+/// A Linux build machine for your Mac, in one command.
+///
+/// n10n-dev keeps a one-way replica of the project on the build machine's own disk and runs
+/// commands there over one SSH connection, as if they were local.
+#[derive(Debug, Parser)]
+#[command(name = "n10n-dev", version, max_term_width = 100)]
+pub struct Cli {
+    /// More logging: -v for debug, -vv for trace
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr; no progress or summaries
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Run as if started in DIR
+    #[arg(short = 'C', value_name = "DIR", global = true)]
+    pub directory: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy the project onto the build machine: a one-way replica that honours .gitignore
+    Sync(SyncArgs),
+    /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
+    Run(RunArgs),
+    /// Sync, then open an interactive login shell in the replica
+    Shell(ShellArgs),
+    /// Print an OpenSSH Host block (pinned host key) for ssh, scp and IDEs
+    SshConfig,
+    /// Print shell completions for bash, zsh, fish, elvish or powershell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// List what would be sent and deleted, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Do not sync the project first
+    #[arg(long)]
+    pub no_sync: bool,
+
+    /// Set KEY=VAL in the command's environment; a bare KEY passes the local value
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VAL]")]
+    pub env: Vec<String>,
+
+    /// Run in DIR, relative to the replica (or absolute)
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// The command and its arguments (after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Do not sync the project first
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    // A read of stdin may still be pending on a blocking thread; do not wait for it.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+fn init_tracing(cli: &Cli) {
+    let directive = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "n10n_dev=debug,warn",
+        (false, _) => "n10n_dev=trace,russh=debug,info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(directive))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let is_remote_command = matches!(cli.command, Command::Run(_) | Command::Shell(_));
+    let result = run_command(cli).await;
+    match result {
+        Ok(code) => code.clamp(0, 255) as u8,
+        Err(error) => {
+            eprintln!("error: {error}");
+            // `run` and `shell` reserve 1..=254 for the remote command, as ssh does.
+            if is_remote_command && !error.is_usage() {
+                255
+            } else {
+                error.exit_code()
+            }
+        }
+    }
+}
+
+async fn run_command(cli: Cli) -> Result<i32, Error> {
+    let context = || Context::new(cli.directory.as_deref(), cli.quiet);
+    match cli.command {
+        Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
+        Command::Run(args) => commands::run::run(&context()?, args).await,
+        Command::Shell(args) => commands::shell::run(&context()?, args).await,
+        Command::SshConfig => commands::ssh_config::run(&context()?).await.map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "n10n-dev",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_everything_after_the_separator() {
+        let cli = Cli::try_parse_from(["n10n-dev", "run", "-e", "A=1", "--", "ls", "-la", "--x"])
+            .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.env, vec!["A=1"]);
+        assert_eq!(args.command, vec!["ls", "-la", "--x"]);
+    }
+}

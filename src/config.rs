@@ -1,0 +1,736 @@
+//! `n10n-dev.toml`: discovery of the project root, parsing with every key of the contract, defaults,
+//! and validation. Errors name the file, line and column, what was expected, and how to fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+use crate::error::{Error, IoContext, Result};
+
+pub const FILE_NAME: &str = "n10n-dev.toml";
+
+/// The project being worked on: where it is, what it is called, and its configuration.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub name: String,
+    pub config: Config,
+}
+
+impl Project {
+    /// Find the project root from `start` upwards and load its configuration.
+    ///
+    /// The root is the nearest directory holding `n10n-dev.toml`; without one, the git work-tree
+    /// root; else `start` itself.
+    pub fn discover(start: &Path) -> Result<Project> {
+        let start = start
+            .canonicalize()
+            .context(|| format!("cannot open directory {}", start.display()))?;
+        let (root, file) = match find_upwards(&start, |dir| dir.join(FILE_NAME).is_file()) {
+            Some(dir) => (dir.clone(), Some(dir.join(FILE_NAME))),
+            None => (
+                find_upwards(&start, |dir| dir.join(".git").exists()).unwrap_or(start),
+                None,
+            ),
+        };
+        let name = project_name(&root);
+        let config = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .context(|| format!("cannot read {}", path.display()))?;
+                RawConfig::parse(&text, path)?.resolve(&name, Some((path, &text)))?
+            }
+            None => RawConfig::default().resolve(&name, None)?,
+        };
+        Ok(Project { root, name, config })
+    }
+}
+
+fn find_upwards(start: &Path, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| found(dir))
+        .map(Path::to_path_buf)
+}
+
+/// The directory name, reduced to characters that are safe in VM names and remote paths.
+fn project_name(root: &Path) -> String {
+    let raw = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').to_string();
+    name.truncate(40);
+    if name.is_empty() {
+        "project".into()
+    } else {
+        name
+    }
+}
+
+/// The validated configuration, with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vm: VmConfig,
+    pub ssh: SshConfig,
+    pub sync: SyncConfig,
+    pub image: ImageConfig,
+    pub lambda: LambdaConfig,
+    pub base: BaseConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmConfig {
+    pub backend: BackendKind,
+    pub name: String,
+    pub cpus: u32,
+    pub memory: ByteSize,
+    pub disk: ByteSize,
+    pub arch: Arch,
+    pub toolchains: Vec<Toolchain>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: String,
+    pub identity: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncConfig {
+    pub dest: String,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageConfig {
+    pub build: Option<String>,
+    pub name: String,
+    pub tag: String,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LambdaConfig {
+    pub handler: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseConfig {
+    pub image: String,
+    pub label: String,
+    pub max_age_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Auto,
+    Lima,
+    Vagrant,
+    Native,
+    Ssh,
+}
+
+impl BackendKind {
+    pub const NAMES: &'static str = "auto, lima, vagrant, native, ssh";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Lima => "lima",
+            BackendKind::Vagrant => "vagrant",
+            BackendKind::Native => "native",
+            BackendKind::Ssh => "ssh",
+        }
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        BackendKind::deserialize(de::value::StrDeserializer::<de::value::Error>::new(s)).map_err(
+            |_| {
+                format!(
+                    "unknown backend `{s}`: expected one of {}",
+                    BackendKind::NAMES
+                )
+            },
+        )
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[default]
+    Host,
+    X86_64,
+    Aarch64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toolchain {
+    Jvm,
+    Rust,
+}
+
+/// A size in bytes written as `"8GiB"`, `"512MiB"`, `"60G"`, or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = || {
+            format!(
+                "invalid size \"{s}\": expected a number and a unit, like \"8GiB\" or \"512MiB\""
+            )
+        };
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: f64 = number.parse().map_err(|_| expected())?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KB" | "KiB" => 1 << 10,
+            "M" | "MB" | "MiB" => 1 << 20,
+            "G" | "GB" | "GiB" => 1 << 30,
+            "T" | "TB" | "TiB" => 1 << 40,
+            _ => return Err(expected()),
+        };
+        let bytes = number * multiplier as f64;
+        if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+            return Err(expected());
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const GIB: u64 = 1 << 30;
+        const MIB: u64 = 1 << 20;
+        match self.0 {
+            n if n % GIB == 0 => write!(f, "{}GiB", n / GIB),
+            n if n % MIB == 0 => write!(f, "{}MiB", n / MIB),
+            n => write!(f, "{n}B"),
+        }
+    }
+}
+
+/// An image platform such as `linux/amd64` or `linux/arm64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform(pub String);
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "linux/amd64" | "linux/arm64" => Ok(Platform(text)),
+            _ => Err(de::Error::custom(format!(
+                "unsupported platform \"{text}\": Lambda runs \"linux/amd64\" or \"linux/arm64\""
+            ))),
+        }
+    }
+}
+
+/// An integer within an inclusive range, checked while parsing so the error points at the value.
+fn in_range<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u32,
+    max: u32,
+    what: &str,
+) -> Result<u32, D::Error> {
+    let value = i64::deserialize(d)?;
+    if value < min as i64 || value > max as i64 {
+        return Err(de::Error::custom(format!(
+            "{what} must be between {min} and {max}, not {value}"
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 1, 256, "cpus").map(Some)
+}
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    in_range(d, 1, 65535, "port").map(|p| Some(p as u16))
+}
+fn lambda_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 128, 10240, "memory_mb").map(Some)
+}
+fn lambda_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 1, 900, "timeout_s").map(Some)
+}
+fn max_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 0, 36500, "max_age_days").map(Some)
+}
+
+/// A VM name: Lima's instance-name rule, kept short because macOS socket paths are ≤ 104 bytes.
+fn vm_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    validate_vm_name(&name).map_err(de::Error::custom)?;
+    Ok(Some(name))
+}
+
+fn validate_vm_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .split(['.', '_', '-'])
+        .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()));
+    if name.is_empty() || name.len() > 40 || !valid_chars {
+        return Err(format!(
+            "invalid VM name \"{name}\": use at most 40 letters and digits, joined by single '.', '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(Some(text))
+}
+
+/// The file as written: every key optional, nothing unknown accepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    vm: RawVm,
+    #[serde(default)]
+    ssh: RawSsh,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    image: RawImage,
+    #[serde(default)]
+    lambda: RawLambda,
+    #[serde(default)]
+    base: RawBase,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    backend: Option<Spanned<BackendKind>>,
+    #[serde(default, deserialize_with = "vm_name")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "cpus")]
+    cpus: Option<u32>,
+    memory: Option<ByteSize>,
+    disk: Option<ByteSize>,
+    arch: Option<Arch>,
+    toolchains: Option<Vec<Toolchain>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    #[serde(default, deserialize_with = "non_empty")]
+    host: Option<String>,
+    #[serde(default, deserialize_with = "port")]
+    port: Option<u16>,
+    #[serde(default, deserialize_with = "non_empty")]
+    user: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    identity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default, deserialize_with = "non_empty")]
+    dest: Option<String>,
+    exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    #[serde(default, deserialize_with = "non_empty")]
+    build: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    tag: Option<String>,
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLambda {
+    handler: Option<String>,
+    #[serde(default, deserialize_with = "lambda_memory")]
+    memory_mb: Option<u32>,
+    #[serde(default, deserialize_with = "lambda_timeout")]
+    timeout_s: Option<u32>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBase {
+    image: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    label: Option<String>,
+    #[serde(default, deserialize_with = "max_age")]
+    max_age_days: Option<u32>,
+}
+
+impl RawConfig {
+    fn parse(text: &str, path: &Path) -> Result<RawConfig> {
+        toml::from_str(text).map_err(|err| {
+            let message = err.message().to_string();
+            Error::Config(render_at(
+                path,
+                text,
+                err.span(),
+                &message,
+                &help_for(&message),
+            ))
+        })
+    }
+
+    /// Fill in defaults and check what spans keys; `source` is the file and its text, for errors.
+    fn resolve(self, project: &str, source: Option<(&Path, &str)>) -> Result<Config> {
+        let backend_span = self.vm.backend.as_ref().map(|b| b.span());
+        let backend = self.vm.backend.map(Spanned::into_inner).unwrap_or_default();
+        let ssh_host = self.ssh.host;
+        if backend == BackendKind::Ssh && ssh_host.is_none() {
+            let message = "backend = \"ssh\" needs the address of the build host";
+            let help = "add `[ssh]` with `host = \"build.example.com\"` (and `user`, `port`, `identity` as needed)";
+            return Err(Error::Config(match source {
+                Some((path, text)) => render_at(path, text, backend_span, message, help),
+                None => format!("{message}\nhelp: {help}"),
+            }));
+        }
+        let mut toolchains = self.vm.toolchains.unwrap_or_default();
+        toolchains.sort();
+        toolchains.dedup();
+        Ok(Config {
+            vm: VmConfig {
+                backend,
+                name: self.vm.name.unwrap_or_else(|| format!("n10n-{project}")),
+                cpus: self.vm.cpus.unwrap_or(4),
+                memory: self.vm.memory.unwrap_or(ByteSize(8 << 30)),
+                disk: self.vm.disk.unwrap_or(ByteSize(60 << 30)),
+                arch: self.vm.arch.unwrap_or_default(),
+                toolchains,
+            },
+            ssh: SshConfig {
+                host: ssh_host,
+                port: self.ssh.port.unwrap_or(22),
+                user: self.ssh.user.unwrap_or_else(local_user),
+                identity: expand_home(self.ssh.identity.as_deref().unwrap_or("~/.ssh/id_ed25519")),
+            },
+            sync: SyncConfig {
+                dest: self
+                    .sync
+                    .dest
+                    .unwrap_or_else(|| format!("~/n10n/{project}")),
+                exclude: self.sync.exclude.unwrap_or_else(|| vec!["target/".into()]),
+            },
+            image: ImageConfig {
+                build: self.image.build,
+                name: self.image.name.unwrap_or_else(|| project.to_string()),
+                tag: self.image.tag.unwrap_or_else(|| "dev".into()),
+                platform: self
+                    .image
+                    .platform
+                    .unwrap_or(Platform("linux/amd64".into())),
+            },
+            lambda: LambdaConfig {
+                handler: self.lambda.handler.unwrap_or_default(),
+                memory_mb: self.lambda.memory_mb.unwrap_or(1024),
+                timeout_s: self.lambda.timeout_s.unwrap_or(60),
+                env: self.lambda.env.unwrap_or_default(),
+            },
+            base: BaseConfig {
+                image: self.base.image.unwrap_or_default(),
+                label: self.base.label.unwrap_or_else(|| "sdkBaseVersion".into()),
+                max_age_days: self.base.max_age_days.unwrap_or(30),
+            },
+        })
+    }
+}
+
+fn local_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Expand a leading `~/` to the local home directory.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// A next step for the common mistakes, keyed on toml's own message.
+fn help_for(message: &str) -> String {
+    if message.contains("unknown field") {
+        "remove or rename the key; the keys are listed in the README under \"Configuration\"".into()
+    } else if message.contains("unknown variant") {
+        "use one of the values listed above".into()
+    } else if message.contains("invalid type") {
+        "write the value in the type shown above (strings in double quotes, numbers bare)".into()
+    } else if message.contains("invalid size") {
+        "sizes are a number followed by KiB, MiB, GiB or TiB".into()
+    } else {
+        "fix the value at the marked place".into()
+    }
+}
+
+/// `path:line:column: message`, the offending line with a caret under the span, and a hint.
+fn render_at(
+    path: &Path,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: &str,
+    help: &str,
+) -> String {
+    let message = message.trim_end();
+    let Some(span) = span else {
+        return format!("{}: {message}\nhelp: {help}", path.display());
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let source_line = &text[line_start..line_end];
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "{}:{line_no}:{column}: {message}\n{gutter} |\n{line_no} | {source_line}\n{gutter} | {}{}\nhelp: {help}",
+        path.display(),
+        " ".repeat(column - 1),
+        "^".repeat(width),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        let path = Path::new("n10n-dev.toml");
+        RawConfig::parse(text, path)?.resolve("demo", Some((path, text)))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.vm.backend, BackendKind::Auto);
+        assert_eq!(config.vm.name, "n10n-demo");
+        assert_eq!(config.vm.memory, ByteSize(8 << 30));
+        assert_eq!(config.vm.disk.to_string(), "60GiB");
+        assert_eq!(config.sync.dest, "~/n10n/demo");
+        assert_eq!(config.sync.exclude, vec!["target/".to_string()]);
+        assert_eq!(config.image.platform, Platform("linux/amd64".into()));
+        assert_eq!(config.lambda.memory_mb, 1024);
+        assert_eq!(config.base.label, "sdkBaseVersion");
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let config = parse(
+            r#"
+            [vm]
+            backend = "ssh"
+            name = "builder"
+            cpus = 2
+            memory = "512MiB"
+            disk = "1.5GiB"
+            arch = "aarch64"
+            toolchains = ["rust", "jvm", "rust"]
+            [ssh]
+            host = "10.0.0.5"
+            port = 2222
+            user = "dev"
+            identity = "/keys/id"
+            [sync]
+            dest = "/srv/build"
+            exclude = ["node_modules/"]
+            [image]
+            build = "make image"
+            name = "worker"
+            tag = "42"
+            platform = "linux/arm64"
+            [lambda]
+            handler = "com.example::handle"
+            memory_mb = 2048
+            timeout_s = 30
+            env = { STAGE = "dev" }
+            [base]
+            image = "public.ecr.aws/lambda/java:latest"
+            label = "base"
+            max_age_days = 7
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.vm.backend, BackendKind::Ssh);
+        assert_eq!(config.vm.memory, ByteSize(512 << 20));
+        assert_eq!(config.vm.disk, ByteSize(3 << 29));
+        assert_eq!(config.vm.toolchains, vec![Toolchain::Jvm, Toolchain::Rust]);
+        assert_eq!(config.ssh.port, 2222);
+        assert_eq!(config.ssh.identity, PathBuf::from("/keys/id"));
+        assert_eq!(config.lambda.env["STAGE"], "dev");
+        assert_eq!(config.base.max_age_days, 7);
+    }
+
+    /// (file, text the error must contain, 1-based line:column it must point at)
+    const MALFORMED: &[(&str, &str, &str)] = &[
+        (
+            "[vm]\nmemory = \"8 gigs\"\n",
+            "invalid size \"8 gigs\"",
+            ":2:10:",
+        ),
+        ("[vm]\ndisk = \"lots\"\n", "invalid size", ":2:8:"),
+        ("[vm]\nmemory = 8\n", "invalid type", ":2:10:"),
+        ("[vm]\ncpus = \"four\"\n", "invalid type", ":2:8:"),
+        (
+            "[vm]\ncpus = 0\n",
+            "cpus must be between 1 and 256",
+            ":2:8:",
+        ),
+        (
+            "[vm]\nbackend = \"docker\"\n",
+            "unknown variant `docker`",
+            ":2:11:",
+        ),
+        (
+            "[vm]\nbackend = \"ssh\"\n",
+            "needs the address of the build host",
+            ":2:11:",
+        ),
+        ("[vm]\narch = \"arm\"\n", "unknown variant `arm`", ":2:8:"),
+        (
+            "[vm]\ntoolchains = [\"python\"]\n",
+            "unknown variant `python`",
+            ":2:15:",
+        ),
+        ("[vm]\ntoolchains = \"rust\"\n", "invalid type", ":2:14:"),
+        ("[vm]\nname = \"my vm\"\n", "invalid VM name", ":2:8:"),
+        ("[vm]\ncpu = 4\n", "unknown field `cpu`", ":2:1:"),
+        ("[machine]\ncpus = 4\n", "unknown field `machine`", ":1:2:"),
+        (
+            "[ssh]\nport = 70000\n",
+            "port must be between 1 and 65535",
+            ":2:8:",
+        ),
+        ("[ssh]\nhost = \"\"\n", "must not be empty", ":2:8:"),
+        ("[sync]\nexclude = \"target/\"\n", "invalid type", ":2:11:"),
+        (
+            "[image]\nplatform = \"windows/amd64\"\n",
+            "unsupported platform",
+            ":2:12:",
+        ),
+        (
+            "[lambda]\nmemory_mb = 64\n",
+            "memory_mb must be between 128 and 10240",
+            ":2:13:",
+        ),
+        (
+            "[lambda]\ntimeout_s = 901\n",
+            "timeout_s must be between 1 and 900",
+            ":2:13:",
+        ),
+        ("[lambda]\nenv = { A = 1 }\n", "invalid type", ":2:13:"),
+        (
+            "[base]\nmax_age_days = -1\n",
+            "max_age_days must be between 0 and 36500",
+            ":2:16:",
+        ),
+        ("[vm\nbackend = \"ssh\"\n", "", ":1:4:"),
+        ("[vm]\nbackend = ssh\n", "", ":2:11:"),
+        ("[vm]\ncpus = 4\ncpus = 5\n", "duplicate key", ":3:1:"),
+        ("vm = 3\n", "invalid type", ":1:6:"),
+    ];
+
+    #[test]
+    fn malformed_files_are_rejected_with_a_location() {
+        for (text, expected, location) in MALFORMED {
+            let err = parse(text).expect_err(text);
+            let shown = err.to_string();
+            assert!(err.is_usage(), "{text}: not a config error: {shown}");
+            assert!(shown.contains(expected), "{text}: {shown}");
+            assert!(
+                shown.contains(location),
+                "{text}: wanted {location} in:\n{shown}"
+            );
+            assert!(shown.contains("help: "), "{text}: no help in {shown}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!("8GiB".parse::<ByteSize>(), Ok(ByteSize(8 << 30)));
+        assert_eq!("512M".parse::<ByteSize>(), Ok(ByteSize(512 << 20)));
+        assert_eq!("1024".parse::<ByteSize>(), Ok(ByteSize(1024)));
+        assert!("8 gigs".parse::<ByteSize>().is_err());
+        assert!("GiB".parse::<ByteSize>().is_err());
+        assert!("0GiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn project_names_are_sanitised() {
+        assert_eq!(project_name(Path::new("/src/Mobile N10N")), "mobile-n10n");
+        assert_eq!(project_name(Path::new("/")), "project");
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("lima".parse::<BackendKind>(), Ok(BackendKind::Lima));
+        assert!(
+            "docker"
+                .parse::<BackendKind>()
+                .unwrap_err()
+                .contains("auto, lima")
+        );
+    }
+}

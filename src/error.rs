@@ -1,0 +1,90 @@
+//! One error type for the whole tool, mapped to exit codes in one place (`Error::exit_code`).
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command-line input. Exit code 2.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A malformed or inconsistent `n10n-dev.toml`, already rendered with file, line and column.
+    #[error("{0}")]
+    Config(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+
+    #[error(
+        "the host key of {endpoint} has changed\n  pinned:    {pinned}\n  presented: {presented}\n\
+         nothing was run. If the machine was rebuilt on purpose, forget the old key with:\n  rm '{}'",
+        pin_file.display()
+    )]
+    HostKeyMismatch {
+        endpoint: String,
+        pinned: String,
+        presented: String,
+        pin_file: PathBuf,
+    },
+
+    #[error("authentication to {endpoint} as `{user}` failed with key {}: is its public key in the remote ~/.ssh/authorized_keys?", identity.display())]
+    AuthRejected {
+        endpoint: String,
+        user: String,
+        identity: PathBuf,
+    },
+
+    #[error("cannot use identity {}: {reason}", path.display())]
+    Identity { path: PathBuf, reason: String },
+
+    #[error("connection to {endpoint} lost: {reason}")]
+    ConnectionLost { endpoint: String, reason: String },
+
+    #[error("{0}")]
+    Remote(String),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Exit code for commands that follow the general rule (0 ok, 1 failure, 2 usage/config).
+    /// `run` and `shell` map failures to 255 instead, as `ssh` does (see `cli`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn is_usage(&self) -> bool {
+        self.exit_code() == 2
+    }
+}
+
+/// Attach a human-readable context to I/O results.
+pub trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::io(context(), source))
+    }
+}

@@ -1,0 +1,17 @@
+//! n10n-dev: a Linux build machine for a Mac developer in one command.
+//!
+//! Layers, top to bottom: `cli` → `commands` → `backend` → `ssh` → `sync`. Configuration
+//! (`config`) and host facts (`host`) are plain data passed down.
+
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod progress;
+pub mod ssh;
+pub mod state;
+pub mod sync;
+
+pub use cli::main;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    n10n_dev::main()
+}

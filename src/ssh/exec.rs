@@ -1,0 +1,307 @@
+//! Remote commands that behave as if local: stdout and stderr stream separately as produced, stdin
+//! is forwarded (with EOF), the exit code comes back (128+N for signal N), and a Ctrl-C or SIGTERM
+//! to n10n-dev stops the whole remote process group.
+//!
+//! OpenSSH's "signal" channel request reaches only the session's top process, so instead the remote
+//! wrapper announces its PID (which is also its process-group id: sshd runs each session in its own
+//! session) as the first line of stderr, and signals are delivered with `kill -SIG -- -PGID` over a
+//! second channel of the same connection.
+
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::{ChannelMsg, Sig};
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Session, quote};
+use crate::error::{Error, Result};
+
+const PID_MARKER: &[u8] = b"n10n-pid:";
+/// After forwarding a signal, how long the remote command gets to exit before it is killed.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The process exit code n10n-dev should end with.
+pub type ExitCode = i32;
+
+/// A command line to run on the remote, in a directory, with extra environment.
+#[derive(Debug, Clone)]
+pub struct RemoteCommand {
+    /// Directory to run in (`~/…` is the remote home); created when missing.
+    pub dir: String,
+    pub env: Vec<(String, String)>,
+    /// Already-quoted command line (see `quote::join`); empty for a login shell.
+    pub command_line: String,
+}
+
+impl RemoteCommand {
+    /// The line handed to the remote login shell. It prints its PID, then becomes a login shell
+    /// (so PATH has what ~/.profile adds, such as rustup's), changes directory and execs the command.
+    pub(super) fn script(&self) -> String {
+        let dir = quote::quote_path(&self.dir);
+        let mut inner = format!("mkdir -p -- {dir} && cd -- {dir}");
+        for (key, value) in &self.env {
+            inner.push_str(&format!(
+                " && export {}",
+                quote::quote(format!("{key}={value}").as_bytes())
+            ));
+        }
+        if self.command_line.is_empty() {
+            inner.push_str(" && exec \"${SHELL:-/bin/sh}\" -l");
+        } else {
+            inner.push_str(&format!(" && exec {}", self.command_line));
+        }
+        format!(
+            "printf '{}%s\\n' \"$$\" >&2; exec \"${{SHELL:-/bin/sh}}\" -lc {}",
+            String::from_utf8_lossy(PID_MARKER),
+            quote::quote(inner.as_bytes())
+        )
+    }
+}
+
+/// Standard output or error of this process, written with plain `write(2)` calls: no line
+/// buffering and no hop through a blocking thread, so 32 KiB packets pass straight through.
+pub(super) fn raw_fd(fd: i32) -> ManuallyDrop<std::fs::File> {
+    // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop never closes them.
+    ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Strips the PID announcement from the front of the remote stderr.
+#[derive(Default)]
+struct PidLine {
+    buffer: Vec<u8>,
+    done: bool,
+    pid: Option<u32>,
+}
+
+impl PidLine {
+    /// Feed stderr bytes; returns the bytes to show the user.
+    fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.done {
+            return data.to_vec();
+        }
+        self.buffer.extend_from_slice(data);
+        let Some(end) = self.buffer.iter().position(|&b| b == b'\n') else {
+            if self.buffer.len() > 64 {
+                self.done = true;
+                return std::mem::take(&mut self.buffer);
+            }
+            return Vec::new();
+        };
+        self.done = true;
+        let line = &self.buffer[..end];
+        match line.strip_prefix(PID_MARKER) {
+            Some(pid) => {
+                self.pid = std::str::from_utf8(pid).ok().and_then(|p| p.parse().ok());
+                self.buffer[end + 1..].to_vec()
+            }
+            None => std::mem::take(&mut self.buffer),
+        }
+    }
+}
+
+pub fn signal_number(sig: &Sig) -> i32 {
+    match sig {
+        Sig::HUP => libc::SIGHUP,
+        Sig::INT => libc::SIGINT,
+        Sig::QUIT => libc::SIGQUIT,
+        Sig::ILL => libc::SIGILL,
+        Sig::ABRT => libc::SIGABRT,
+        Sig::FPE => libc::SIGFPE,
+        Sig::KILL => libc::SIGKILL,
+        Sig::SEGV => libc::SIGSEGV,
+        Sig::PIPE => libc::SIGPIPE,
+        Sig::ALRM => libc::SIGALRM,
+        Sig::TERM => libc::SIGTERM,
+        Sig::USR1 => libc::SIGUSR1,
+        Sig::Custom(name) => match name.as_str() {
+            "USR2" => libc::SIGUSR2,
+            "BUS" => libc::SIGBUS,
+            "XCPU" => libc::SIGXCPU,
+            "XFSZ" => libc::SIGXFSZ,
+            _ => 0,
+        },
+    }
+}
+
+/// Signals that stop a running command: forwarded to the remote process group.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        let install =
+            |kind| signal(kind).map_err(|e| Error::io("cannot install signal handler", e));
+        Ok(StopSignals {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            hangup: install(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+impl Session {
+    /// Run `command` with local stdin, stdout and stderr attached; returns its exit code.
+    pub async fn run(&self, command: &RemoteCommand) -> Result<ExitCode> {
+        let mut signals = StopSignals::install()?;
+        let channel = self.open_channel().await?;
+        channel
+            .exec(true, command.script())
+            .await
+            .map_err(|e| self.lost(super::describe(&e)))?;
+        let (mut reader, writer) = channel.split();
+        let writer = Arc::new(writer);
+        let stdin_task = tokio::spawn(forward_stdin(writer.clone()));
+
+        let mut stdout = raw_fd(1);
+        let mut stderr = raw_fd(2);
+        let mut pid_line = PidLine::default();
+        let mut status = None;
+        let mut pending_signal: Option<i32> = None;
+        let mut stopping: Option<(i32, tokio::time::Instant)> = None;
+        loop {
+            let deadline = stopping.map(|(_, at)| at);
+            tokio::select! {
+                msg = reader.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) => {
+                        if let Err(e) = stdout.write_all(&data) {
+                            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                // Like a local command whose reader went away: stop it, exit as SIGPIPE would.
+                                self.signal_group(pid_line.pid, libc::SIGTERM).await;
+                                stdin_task.abort();
+                                return Ok(128 + libc::SIGPIPE);
+                            }
+                            return Err(Error::io("cannot write to standard output", e));
+                        }
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        let shown = pid_line.feed(&data);
+                        let _ = stderr.write_all(&shown);
+                        if let (Some(sig), Some(pid)) = (pending_signal, pid_line.pid) {
+                            pending_signal = None;
+                            self.signal_group(Some(pid), sig).await;
+                        }
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status as i32),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        status = Some(128 + signal_number(&signal_name));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                sig = signals.recv() => {
+                    tracing::debug!("forwarding signal {sig} to the remote command");
+                    if pid_line.pid.is_some() {
+                        self.signal_group(pid_line.pid, sig).await;
+                    } else {
+                        pending_signal = Some(sig);
+                    }
+                    if stopping.is_none() {
+                        stopping = Some((sig, tokio::time::Instant::now() + GRACE));
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let (sig, _) = stopping.take().expect("deadline implies stopping");
+                    tracing::warn!("the remote command ignored the signal for {} s: killing it", GRACE.as_secs());
+                    self.signal_group(pid_line.pid, libc::SIGKILL).await;
+                    stdin_task.abort();
+                    return Ok(128 + sig);
+                }
+            }
+        }
+        stdin_task.abort();
+        let _ = stderr.write_all(&pid_line.feed(&[]));
+        status
+            .ok_or_else(|| self.lost("no exit status arrived before the connection closed".into()))
+    }
+
+    /// Send `sig` to the remote process group led by `pid`, over a channel of its own.
+    async fn signal_group(&self, pid: Option<u32>, sig: i32) {
+        let Some(pid) = pid else { return };
+        let line = format!("kill -{sig} -- -{pid} 2>/dev/null");
+        match tokio::time::timeout(Duration::from_secs(5), self.capture(&line, &[])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("could not signal the remote command: {e}"),
+            Err(_) => tracing::warn!("could not signal the remote command: no answer"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Copy local stdin into the channel, then send EOF.
+pub(super) async fn forward_stdin(writer: Arc<russh::ChannelWriteHalf<russh::client::Msg>>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if writer.data(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = writer.eof().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_line_is_stripped_even_when_split() {
+        let mut line = PidLine::default();
+        assert!(line.feed(b"n10n-pi").is_empty());
+        assert_eq!(line.feed(b"d:4242\nwarning: x\n"), b"warning: x\n");
+        assert_eq!(line.pid, Some(4242));
+        assert_eq!(line.feed(b"more"), b"more");
+    }
+
+    #[test]
+    fn foreign_first_line_is_passed_through() {
+        let mut line = PidLine::default();
+        assert_eq!(line.feed(b"motd says hi\n"), b"motd says hi\n");
+        assert_eq!(line.pid, None);
+    }
+
+    #[test]
+    fn script_runs_in_the_directory_with_the_environment() {
+        let home = tempfile::tempdir().unwrap();
+        let command = RemoteCommand {
+            dir: "~/n10n/my proj".into(),
+            env: vec![("GREETING".into(), "it's $HOME; `x`".into())],
+            command_line: quote::join(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$PWD\""]),
+        };
+        let out = std::process::Command::new("sh")
+            .args(["-c", &command.script()])
+            .env("HOME", home.path())
+            .env("SHELL", "/bin/sh")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let dir = home.path().join("n10n/my proj");
+        assert_eq!(stdout, format!("it's $HOME; `x`|{}", dir.display()));
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("n10n-pid:"));
+    }
+}

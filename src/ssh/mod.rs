@@ -1,0 +1,311 @@
+//! The SSH transport: one russh connection per n10n-dev process, public-key auth (ed25519, RSA,
+//! ECDSA keys in OpenSSH format), keepalive, host key pinning, and channels for everything else.
+
+mod exec;
+mod known_hosts;
+mod pty;
+pub mod quote;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, cipher};
+
+use crate::error::{Error, Result};
+pub use exec::{ExitCode, RemoteCommand};
+pub use known_hosts::{Pin, fingerprint};
+
+/// How long to wait for the TCP connection, key exchange and authentication.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A silent peer is declared dead after `KEEPALIVE_MAX` unanswered probes this far apart:
+/// about 12 s, inside the 15 s a user waits for a dropped connection to be reported.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_MAX: usize = 3;
+
+/// Where and as whom to connect, and where that machine's host key is pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity: PathBuf,
+    /// The name the host key is pinned under (the VM name), independent of host and port.
+    pub host_key_alias: String,
+    pub known_hosts: PathBuf,
+}
+
+impl Endpoint {
+    pub fn pin(&self) -> Pin {
+        Pin {
+            file: self.known_hosts.clone(),
+            alias: self.host_key_alias.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// One authenticated connection. Every command, sync and shell opens channels on it.
+pub struct Session {
+    handle: Handle<Client>,
+    endpoint: Endpoint,
+}
+
+/// What the host-key callback saw, read back after the handshake to build a precise error.
+enum HostKeyOutcome {
+    Trusted,
+    New(PublicKey),
+    Mismatch {
+        pinned: PublicKey,
+        presented: PublicKey,
+    },
+    Certificate,
+    Unreadable(String),
+}
+
+struct Client {
+    pin: Pin,
+    outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, russh::Error> {
+        let (outcome, accept) = match key {
+            PublicKeyOrCertificate::Certificate(_) => (HostKeyOutcome::Certificate, false),
+            PublicKeyOrCertificate::PublicKey { key, .. } => match self.pin.check(key) {
+                Ok(known_hosts::Verdict::Trusted) => (HostKeyOutcome::Trusted, true),
+                Ok(known_hosts::Verdict::New) => (HostKeyOutcome::New(key.clone()), true),
+                Ok(known_hosts::Verdict::Mismatch { pinned }) => (
+                    HostKeyOutcome::Mismatch {
+                        pinned,
+                        presented: key.clone(),
+                    },
+                    false,
+                ),
+                Err(e) => (HostKeyOutcome::Unreadable(e.to_string()), false),
+            },
+        };
+        *self.outcome.lock().expect("not poisoned") = Some(outcome);
+        Ok(accept)
+    }
+}
+
+impl Session {
+    /// Connect, verify the host key against the pin, authenticate, and pin the key on first use.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
+        let key = load_identity(&endpoint.identity)?;
+        let outcome = Arc::new(Mutex::new(None));
+        let client = Client {
+            pin: endpoint.pin(),
+            outcome: outcome.clone(),
+        };
+        let connect_error = |reason: String| Error::Connect {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let attempt = async {
+            let mut handle = client::connect(
+                Arc::new(client_config()),
+                (endpoint.host.as_str(), endpoint.port),
+                client,
+            )
+            .await?;
+            let hash = match key.algorithm() {
+                russh::keys::Algorithm::Rsa { .. } => {
+                    handle.best_supported_rsa_hash().await?.flatten()
+                }
+                _ => None,
+            };
+            let auth = handle
+                .authenticate_publickey(
+                    &endpoint.user,
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
+                .await?;
+            Ok::<_, russh::Error>((handle, auth.success()))
+        };
+        let result = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| {
+                connect_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
+            })?;
+        let seen = outcome.lock().expect("not poisoned").take();
+        let (handle, authenticated) = match (result, seen) {
+            (Ok(done), _) => done,
+            (Err(_), Some(HostKeyOutcome::Mismatch { pinned, presented })) => {
+                return Err(Error::HostKeyMismatch {
+                    endpoint: endpoint.to_string(),
+                    pinned: fingerprint(&pinned),
+                    presented: fingerprint(&presented),
+                    pin_file: endpoint.known_hosts.clone(),
+                });
+            }
+            (Err(_), Some(HostKeyOutcome::Certificate)) => {
+                return Err(connect_error(
+                    "the server offered a host certificate; only plain host keys can be pinned"
+                        .into(),
+                ));
+            }
+            (Err(_), Some(HostKeyOutcome::Unreadable(reason))) => {
+                return Err(connect_error(reason));
+            }
+            (Err(e), _) => return Err(connect_error(describe(&e))),
+        };
+        if !authenticated {
+            return Err(Error::AuthRejected {
+                endpoint: endpoint.to_string(),
+                user: endpoint.user.clone(),
+                identity: endpoint.identity.clone(),
+            });
+        }
+        // Pin only after authentication: a host that cannot authenticate us is not the one we meant.
+        if let Some(HostKeyOutcome::New(key)) = outcome.lock().expect("not poisoned").take() {
+            endpoint.pin().record(&key)?;
+            tracing::info!(
+                "pinned host key {} for {}",
+                fingerprint(&key),
+                endpoint.host_key_alias
+            );
+        }
+        Ok(Session {
+            handle,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn open_channel(&self) -> Result<russh::Channel<client::Msg>> {
+        self.handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(describe(&e)))
+    }
+
+    fn lost(&self, reason: String) -> Error {
+        Error::ConnectionLost {
+            endpoint: self.endpoint.to_string(),
+            reason,
+        }
+    }
+
+    /// Open a channel running `command`.
+    pub async fn open_exec(&self, command: &str) -> Result<russh::Channel<client::Msg>> {
+        let channel = self.open_channel().await?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.lost(describe(&e)))?;
+        Ok(channel)
+    }
+
+    /// Run a helper command to completion: the given bytes on its stdin, its output collected.
+    pub async fn capture(&self, command: &str, stdin: &[u8]) -> Result<Captured> {
+        let mut channel = self.open_exec(command).await?;
+        if !stdin.is_empty() {
+            channel
+                .data(stdin)
+                .await
+                .map_err(|e| self.lost(describe(&e)))?;
+        }
+        channel.eof().await.map_err(|e| self.lost(describe(&e)))?;
+        let mut captured = Captured::default();
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => captured.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => captured.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    status = Some(128 + exec::signal_number(&signal_name))
+                }
+                _ => {}
+            }
+        }
+        captured.status = status
+            .ok_or_else(|| self.lost("the remote command ended without an exit status".into()))?;
+        Ok(captured)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Captured {
+    /// The output, or an error that shows what the remote said.
+    pub fn success(self, what: &str) -> Result<Vec<u8>> {
+        if self.status == 0 {
+            return Ok(self.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        Err(Error::Remote(format!(
+            "{what} failed on the remote (exit {}): {}",
+            self.status,
+            stderr.trim()
+        )))
+    }
+}
+
+fn client_config() -> client::Config {
+    let mut config = client::Config {
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        nodelay: true,
+        window_size: 16 << 20,
+        ..Default::default()
+    };
+    // AES-GCM runs on AES-NI / ARMv8 crypto through ring; ChaCha20 is the software fallback.
+    config.preferred.cipher = std::borrow::Cow::Borrowed(&[
+        cipher::AES_256_GCM,
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_CTR,
+        cipher::AES_128_CTR,
+    ]);
+    config
+}
+
+fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
+    let fail = |reason: String| Error::Identity {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Ok(key) => Ok(key),
+        Err(russh::keys::Error::IO(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(fail(
+            "no such file; set [ssh] identity in n10n-dev.toml to your private key".into(),
+        )),
+        Err(russh::keys::Error::KeyIsEncrypted) => Err(fail(
+            "the key is passphrase-protected; use a key without a passphrase for this host".into(),
+        )),
+        Err(e) => Err(fail(format!("{e} (expected an OpenSSH private key)"))),
+    }
+}
+
+/// A short, human description of a transport error.
+fn describe(error: &russh::Error) -> String {
+    match error {
+        russh::Error::IO(e) => e.to_string(),
+        russh::Error::KeepaliveTimeout => "the server stopped answering keepalives".into(),
+        russh::Error::Disconnect => "the server closed the connection".into(),
+        other => other.to_string(),
+    }
+}

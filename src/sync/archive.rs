@@ -1,0 +1,137 @@
+//! Builds the tar stream of what a plan sends, in a blocking thread, in chunks handed to the
+//! SSH channel as they fill. Modes are normalised to 0644/0755 (only the exec bit travels);
+//! owners are left to the remote user.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use tar::{EntryType, Header};
+use tokio::sync::mpsc;
+
+use super::remote::OPS;
+use super::rules::Rules;
+use super::tree::{Kind, Tree};
+
+const CHUNK: usize = 256 * 1024;
+
+/// A `Write` that sends full chunks down a channel to the async side.
+struct ChunkWriter {
+    buffer: Vec<u8>,
+    sender: mpsc::Sender<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.sender
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the transfer was aborted"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `paths` (from `tree`, under `rules`' root) and then the operations list as a tar stream.
+pub fn write(
+    sender: mpsc::Sender<Vec<u8>>,
+    tree: &Tree,
+    paths: &[Vec<u8>],
+    rules: &Rules,
+    ops: &[u8],
+) -> io::Result<()> {
+    let writer = ChunkWriter {
+        buffer: Vec::with_capacity(CHUNK),
+        sender,
+    };
+    let mut builder = tar::Builder::new(writer);
+    for path in paths {
+        let entry = &tree[path];
+        let name = Path::new(std::ffi::OsStr::from_bytes(path));
+        let mut header = Header::new_gnu();
+        header.set_mtime(entry.mtime.max(0) as u64);
+        match &entry.kind {
+            Kind::Dir => {
+                header.set_entry_type(EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, name, io::empty())?;
+            }
+            Kind::Symlink { target } => {
+                header.set_entry_type(EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(
+                    &mut header,
+                    name,
+                    Path::new(std::ffi::OsStr::from_bytes(target)),
+                )?;
+            }
+            Kind::File { executable, .. } => {
+                let abs = rules.absolute(path);
+                let file = File::open(&abs).map_err(|e| annotate(e, &abs))?;
+                // The size read now is what goes in the header; a file that shrinks while being
+                // read fails the sync rather than sending padded content.
+                let size = file.metadata()?.size();
+                header.set_entry_type(EntryType::Regular);
+                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                header.set_size(size);
+                let mut reader = ExactReader {
+                    inner: file.take(size),
+                    left: size,
+                    path: &abs,
+                };
+                builder.append_data(&mut header, name, &mut reader)?;
+            }
+        }
+    }
+    let mut header = Header::new_gnu();
+    header.set_mode(0o600);
+    header.set_size(ops.len() as u64);
+    builder.append_data(&mut header, OPS, ops)?;
+    builder.into_inner()?.flush()
+}
+
+fn annotate(error: io::Error, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+/// Fails when the file ends before the size promised in its header.
+struct ExactReader<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a Path,
+}
+
+impl<R: Read> Read for ExactReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} shrank while being sent; run the sync again",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,365 @@
+//! One-way replica of the project root on the remote's own disk.
+//!
+//! A sync scans the local tree while one probe asks the remote whether the replica is still the
+//! one we recorded (one round trip, so a no-op costs about one SSH exchange). If it is, the plan
+//! is the difference from our record; if not, the probe's listing is compared instead. Changes
+//! travel as one tar stream into a staging directory, and only when it has fully arrived are
+//! entries renamed into place (per-file atomic). The local record is replaced only after the
+//! remote confirms.
+
+mod archive;
+mod manifest;
+mod plan;
+mod remote;
+mod rules;
+mod tree;
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use russh::ChannelMsg;
+use tokio::sync::mpsc;
+
+use crate::config::Project;
+use crate::error::{Error, Result};
+use crate::progress::TransferBar;
+use crate::ssh::Session;
+use crate::state::{Lock, StateDir};
+use manifest::Baseline;
+use plan::{Plan, RemoteView};
+use remote::ProbeResult;
+
+pub use rules::Rules;
+
+pub struct Options {
+    pub dry_run: bool,
+    /// Show a progress bar for transfers longer than about a second (stderr TTY only).
+    pub progress: bool,
+}
+
+/// What a sync did (or, with `--dry-run`, would do).
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub bytes: u64,
+    pub deleted: usize,
+    pub checked: usize,
+    pub elapsed: Duration,
+    pub dry_run: bool,
+}
+
+impl Summary {
+    pub fn changed(&self) -> bool {
+        self.files > 0 || self.deleted > 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        if self.dry_run {
+            return write!(
+                f,
+                "sync (dry run): would send {} files ({}), delete {}",
+                self.files,
+                human_bytes(self.bytes),
+                self.deleted
+            );
+        }
+        if !self.changed() {
+            return write!(
+                f,
+                "sync: up to date ({} entries checked in {secs:.2} s)",
+                self.checked
+            );
+        }
+        write!(
+            f,
+            "sync: sent {} files ({}), deleted {} in {secs:.2} s",
+            self.files,
+            human_bytes(self.bytes),
+            self.deleted
+        )
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Refuse replica locations whose deletes could hit a home or system directory.
+fn check_dest(dest: &str) -> Result<()> {
+    let trimmed = dest.trim_end_matches('/');
+    if matches!(trimmed, "" | "~" | "/" | "." | "/root" | "/home" | "/tmp")
+        || trimmed.contains("..")
+    {
+        return Err(Error::Usage(format!(
+            "[sync] dest = \"{dest}\" is not a place for a replica (files there can be deleted); \
+             choose a directory of its own, like \"~/n10n/<project>\""
+        )));
+    }
+    Ok(())
+}
+
+pub async fn sync(
+    session: &Session,
+    project: &Project,
+    state: &StateDir,
+    options: &Options,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let dest = project.config.sync.dest.as_str();
+    check_dest(dest)?;
+    let record = record_path(state, project)?;
+    let _lock = Lock::acquire(&record.with_extension("lock"))?;
+    let baseline = Baseline::load(&record);
+    let expected_id = baseline.as_ref().map_or("none", |b| b.replica_id.as_str());
+
+    let root = project.root.clone();
+    let exclude = project.config.sync.exclude.clone();
+    let scanned_at_ns = now_ns();
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut rules = Rules::new(&root, &exclude)?;
+        let tree = tree::scan(&mut rules)?;
+        Ok::<_, Error>((rules, tree))
+    });
+    let probe_command = remote::probe_command(dest, expected_id);
+    let probe = session.capture(&probe_command, &[]);
+    let (scanned, probed) = tokio::join!(scan, probe);
+    let (rules, local) = scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
+    let probed = probed?.success("the replica probe").map_err(perl_hint)?;
+
+    let listed;
+    let (view, new_id) = match (remote::parse_probe(&probed)?, &baseline) {
+        (ProbeResult::Same, Some(b)) => (
+            RemoteView::Recorded {
+                tree: &b.tree,
+                scanned_at_ns: b.scanned_at_ns,
+            },
+            None,
+        ),
+        (ProbeResult::Same, None) => {
+            return Err(Error::Remote(
+                "the replica probe matched an id that was never recorded".into(),
+            ));
+        }
+        (ProbeResult::Listed(tree), _) => {
+            listed = tree;
+            (RemoteView::Listed(&listed), Some(new_replica_id()))
+        }
+    };
+    let plan = plan::plan(&local, &view, &rules);
+    let mut summary = Summary {
+        files: plan.files,
+        bytes: plan.bytes,
+        deleted: plan.deletes.len(),
+        checked: local.len(),
+        dry_run: options.dry_run,
+        ..Summary::default()
+    };
+    if options.dry_run {
+        print_plan(&plan)?;
+    } else if let Some(replica_id) = new_id
+        .clone()
+        .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
+    {
+        let local = transfer(
+            session,
+            dest,
+            new_id.as_deref().unwrap_or(""),
+            Upload {
+                tree: local,
+                plan,
+                rules,
+            },
+            options,
+        )
+        .await?;
+        Baseline {
+            replica_id,
+            scanned_at_ns,
+            tree: local,
+        }
+        .save(&record)?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn perl_hint(error: Error) -> Error {
+    match error {
+        Error::Remote(msg) if msg.contains("perl") && msg.contains("not found") => {
+            Error::Remote(format!(
+                "{msg}\nsync needs perl on the build machine (Debian/Ubuntu: apt-get install perl-base)"
+            ))
+        }
+        other => other,
+    }
+}
+
+/// What one transfer sends: the local snapshot, the plan over it, and the rules' root.
+struct Upload {
+    tree: tree::Tree,
+    plan: Plan,
+    rules: Rules,
+}
+
+/// Stream the archive into the apply script and wait for its confirmation. Gives the snapshot
+/// back for recording.
+async fn transfer(
+    session: &Session,
+    dest: &str,
+    new_id: &str,
+    upload: Upload,
+    options: &Options,
+) -> Result<tree::Tree> {
+    let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(8);
+    let bar = TransferBar::new(upload.plan.bytes, upload.plan.files, options.progress);
+    let producer = tokio::task::spawn_blocking(move || {
+        let ops = remote::encode_ops(&upload.plan.deletes, &upload.plan.moves);
+        let written = archive::write(
+            sender,
+            &upload.tree,
+            &upload.plan.archive,
+            &upload.rules,
+            &ops,
+        );
+        (written, upload.tree)
+    });
+    let channel = session
+        .open_exec(&remote::apply_command(dest, new_id))
+        .await?;
+    let (mut reader, writer) = channel.split();
+    let collector = tokio::spawn(async move {
+        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = reader.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        (stdout, stderr, status)
+    });
+    let mut send_failed = false;
+    while let Some(chunk) = chunks.recv().await {
+        bar.advance(chunk.len() as u64);
+        if writer.data(&chunk[..]).await.is_err() {
+            send_failed = true;
+            break;
+        }
+    }
+    drop(chunks);
+    let (produced, tree) = producer
+        .await
+        .map_err(|e| Error::Other(format!("archive writer failed: {e}")))?;
+    if produced.is_ok() && !send_failed {
+        let _ = writer.eof().await;
+    } else {
+        // Close without EOF: tar sees a truncated archive and nothing is applied.
+        let _ = writer.close().await;
+    }
+    let (stdout, stderr, status) = collector
+        .await
+        .map_err(|e| Error::Other(format!("sync failed: {e}")))?;
+    bar.finish();
+    produced.map_err(|e| Error::io("cannot read the project for sync", e))?;
+    match status {
+        Some(0) if stdout.ends_with(b"applied\n") => Ok(tree),
+        Some(code) => Err(perl_hint(Error::Remote(format!(
+            "applying the sync failed on the remote (exit {code}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        )))),
+        None => Err(Error::ConnectionLost {
+            endpoint: session.endpoint().to_string(),
+            reason: "the sync was cut off; nothing partial was put in place, run it again".into(),
+        }),
+    }
+}
+
+fn print_plan(plan: &Plan) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock, verb: &str, path: &[u8]| {
+        out.write_all(verb.as_bytes())?;
+        out.write_all(path)?;
+        out.write_all(b"\n")
+    };
+    let result = (|| {
+        for path in &plan.deletes {
+            write(&mut out, "delete ", path)?;
+        }
+        for path in &plan.archive {
+            write(&mut out, "send ", path)?;
+        }
+        out.flush()
+    })();
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to standard output", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Where the record of this project's replica lives: one per (project root, dest) on each VM.
+fn record_path(state: &StateDir, project: &Project) -> Result<PathBuf> {
+    let mut hash: u64 = 0xcbf29ce484222325; // FNV-1a: stable across runs and versions
+    for byte in project
+        .root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(b"\0")
+        .chain(project.config.sync.dest.as_bytes())
+    {
+        hash = (hash ^ *byte as u64).wrapping_mul(0x100000001b3);
+    }
+    Ok(state
+        .vm_dir(&project.config.vm.name)?
+        .join(format!("sync-{hash:016x}.manifest")))
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A fresh id for a replica whose contents we (re)establish.
+fn new_replica_id() -> String {
+    let random = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_i64(now_ns());
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", random(), random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangerous_destinations_are_refused() {
+        for dest in ["~", "~/", "/", "", "/home", "~/../x"] {
+            assert!(check_dest(dest).unwrap_err().is_usage(), "{dest}");
+        }
+        assert!(check_dest("~/n10n/demo").is_ok());
+    }
+
+    #[test]
+    fn replica_ids_differ() {
+        assert_ne!(new_replica_id(), new_replica_id());
+        assert_eq!(new_replica_id().len(), 32);
+    }
+}

@@ -1,0 +1,157 @@
+//! A snapshot of a tree: relative paths as raw bytes (non-UTF-8 names survive), sorted.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use super::rules::Rules;
+use crate::error::{IoContext, Result};
+
+pub type RelPath = Vec<u8>;
+pub type Tree = BTreeMap<RelPath, Entry>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File { size: u64, executable: bool },
+    Dir,
+    Symlink { target: Vec<u8> },
+}
+
+/// Local facts that change whenever content may have changed. Only compared with facts taken
+/// on the same machine, never with remote clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Whole seconds, as carried by tar and compared against a remote listing.
+    pub mtime: i64,
+    /// Present for local scans and the recorded baseline; absent in a remote listing.
+    pub stamp: Option<Stamp>,
+}
+
+impl Entry {
+    pub fn same_kind(&self, other: &Entry) -> bool {
+        std::mem::discriminant(&self.kind) == std::mem::discriminant(&other.kind)
+    }
+}
+
+/// Walk `root`, leaving out what `rules` exclude (and loading each directory's .gitignore as it
+/// goes). Symlinks are recorded, never followed; FIFOs, sockets and devices are skipped.
+pub fn scan(rules: &mut Rules) -> Result<Tree> {
+    let mut tree = Tree::new();
+    let mut pending: Vec<RelPath> = vec![Vec::new()];
+    while let Some(dir) = pending.pop() {
+        rules.load_dir(&dir);
+        let abs = rules.absolute(&dir);
+        let entries =
+            fs::read_dir(&abs).context(|| format!("cannot read directory {}", abs.display()))?;
+        for entry in entries {
+            let entry = entry.context(|| format!("cannot read directory {}", abs.display()))?;
+            let mut path = dir.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(entry.file_name().as_bytes());
+            let meta = match fs::symlink_metadata(entry.path()) {
+                Ok(meta) => meta,
+                // Deleted between readdir and stat: it is simply not part of this snapshot.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(crate::error::Error::io(
+                        format!("cannot stat {}", entry.path().display()),
+                        e,
+                    ));
+                }
+            };
+            let file_type = meta.file_type();
+            let kind = if file_type.is_dir() {
+                Kind::Dir
+            } else if file_type.is_file() {
+                Kind::File {
+                    size: meta.len(),
+                    executable: meta.mode() & 0o111 != 0,
+                }
+            } else if file_type.is_symlink() {
+                let target = fs::read_link(entry.path())
+                    .context(|| format!("cannot read link {}", entry.path().display()))?;
+                Kind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                }
+            } else {
+                tracing::debug!("skipping special file {}", entry.path().display());
+                continue;
+            };
+            let is_dir = kind == Kind::Dir;
+            if rules.excludes_itself(&path, is_dir) {
+                continue;
+            }
+            if is_dir {
+                pending.push(path.clone());
+            }
+            tree.insert(
+                path,
+                Entry {
+                    kind,
+                    mtime: meta.mtime(),
+                    stamp: Some(Stamp {
+                        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+                        inode: meta.ino(),
+                    }),
+                },
+            );
+        }
+    }
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn records_kinds_and_leaves_out_ignored_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("src/empty")).unwrap();
+        fs::create_dir_all(root.join("target/debug")).unwrap();
+        fs::create_dir_all(root.join(".git")).unwrap();
+        fs::write(root.join(".gitignore"), "*.o\n").unwrap();
+        fs::write(root.join("src/a.o"), "x").unwrap();
+        fs::write(root.join("target/debug/bin"), "x").unwrap();
+        fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("../outside", root.join("src/link")).unwrap();
+        let mut rules = Rules::new(root, &["target/".into()]).unwrap();
+        let tree = scan(&mut rules).unwrap();
+        let paths: Vec<_> = tree
+            .keys()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            [".gitignore", "run.sh", "src", "src/empty", "src/link"]
+        );
+        assert_eq!(
+            tree[&b"run.sh".to_vec()].kind,
+            Kind::File {
+                size: 10,
+                executable: true
+            }
+        );
+        assert_eq!(
+            tree[&b"src/link".to_vec()].kind,
+            Kind::Symlink {
+                target: b"../outside".to_vec()
+            }
+        );
+    }
+}
