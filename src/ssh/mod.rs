@@ -143,13 +143,13 @@ impl Session {
                 connect_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
             })?;
         let seen = outcome.lock().expect("not poisoned").take();
-        let (handle, authenticated) = match (result, seen) {
+        let (handle, authenticated) = match (result, &seen) {
             (Ok(done), _) => done,
             (Err(_), Some(HostKeyOutcome::Mismatch { pinned, presented })) => {
                 return Err(Error::HostKeyMismatch {
                     endpoint: endpoint.to_string(),
-                    pinned: fingerprint(&pinned),
-                    presented: fingerprint(&presented),
+                    pinned: fingerprint(pinned),
+                    presented: fingerprint(presented),
                     pin_file: endpoint.known_hosts.clone(),
                 });
             }
@@ -160,7 +160,7 @@ impl Session {
                 ));
             }
             (Err(_), Some(HostKeyOutcome::Unreadable(reason))) => {
-                return Err(connect_error(reason));
+                return Err(connect_error(reason.clone()));
             }
             (Err(e), _) => return Err(connect_error(describe(&e))),
         };
@@ -172,11 +172,11 @@ impl Session {
             });
         }
         // Pin only after authentication: a host that cannot authenticate us is not the one we meant.
-        if let Some(HostKeyOutcome::New(key)) = outcome.lock().expect("not poisoned").take() {
-            endpoint.pin().record(&key)?;
+        if let Some(HostKeyOutcome::New(key)) = &seen {
+            endpoint.pin().record(key)?;
             tracing::info!(
                 "pinned host key {} for {}",
-                fingerprint(&key),
+                fingerprint(key),
                 endpoint.host_key_alias
             );
         }

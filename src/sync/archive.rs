@@ -2,6 +2,7 @@
 //! SSH channel as they fill. Modes are normalised to 0644/0755 (only the exec bit travels);
 //! owners are left to the remote user.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +12,7 @@ use std::path::Path;
 use tar::{EntryType, Header};
 use tokio::sync::mpsc;
 
+use super::digest::{Digesting, Fnv};
 use super::remote::OPS;
 use super::rules::Rules;
 use super::tree::{Kind, Tree};
@@ -49,13 +51,16 @@ impl Write for ChunkWriter {
 }
 
 /// Write `paths` (from `tree`, under `rules`' root) and then the operations list as a tar stream.
+/// Returns the digests of the racy files sent (relative to `scanned_at_ns`), of the bytes sent.
 pub fn write(
     sender: mpsc::Sender<Vec<u8>>,
     tree: &Tree,
     paths: &[Vec<u8>],
     rules: &Rules,
     ops: &[u8],
-) -> io::Result<()> {
+    scanned_at_ns: i64,
+) -> io::Result<HashMap<Vec<u8>, u64>> {
+    let mut digests = HashMap::new();
     let writer = ChunkWriter {
         buffer: Vec::with_capacity(CHUNK),
         sender,
@@ -92,12 +97,18 @@ pub fn write(
                 header.set_entry_type(EntryType::Regular);
                 header.set_mode(if *executable { 0o755 } else { 0o644 });
                 header.set_size(size);
-                let mut reader = ExactReader {
-                    inner: file.take(size),
-                    left: size,
-                    path: &abs,
+                let mut reader = Digesting {
+                    inner: ExactReader {
+                        inner: file.take(size),
+                        left: size,
+                        path: &abs,
+                    },
+                    digest: Fnv::default(),
                 };
                 builder.append_data(&mut header, name, &mut reader)?;
+                if entry.is_racy(scanned_at_ns) {
+                    digests.insert(path.clone(), reader.digest.finish());
+                }
             }
         }
     }
@@ -105,7 +116,8 @@ pub fn write(
     header.set_mode(0o600);
     header.set_size(ops.len() as u64);
     builder.append_data(&mut header, OPS, ops)?;
-    builder.into_inner()?.flush()
+    builder.into_inner()?.flush()?;
+    Ok(digests)
 }
 
 fn annotate(error: io::Error, path: &Path) -> io::Error {

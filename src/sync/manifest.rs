@@ -7,7 +7,7 @@ use super::tree::{Entry, Kind, Stamp, Tree};
 use crate::error::Result;
 use crate::state;
 
-const MAGIC: &[u8; 8] = b"N10NMAN1";
+const MAGIC: &[u8; 8] = b"N10NMAN2";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
@@ -62,6 +62,13 @@ impl Baseline {
             out.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
             out.extend_from_slice(&stamp.ctime_ns.to_le_bytes());
             out.extend_from_slice(&stamp.inode.to_le_bytes());
+            match entry.digest {
+                Some(digest) => {
+                    out.push(1);
+                    out.extend_from_slice(&digest.to_le_bytes());
+                }
+                None => out.push(0),
+            }
         }
         out
     }
@@ -129,12 +136,18 @@ fn decode(bytes: &[u8]) -> Option<Baseline> {
             ctime_ns: r.i64()?,
             inode: r.u64()?,
         };
+        let digest = match r.u8()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            _ => return None,
+        };
         tree.insert(
             path,
             Entry {
                 kind,
                 mtime,
                 stamp: Some(stamp),
+                digest,
             },
         );
     }
@@ -166,6 +179,7 @@ mod tests {
                 },
                 mtime: 1,
                 stamp,
+                digest: Some(9),
             },
         );
         tree.insert(
@@ -174,6 +188,7 @@ mod tests {
                 kind: Kind::Dir,
                 mtime: 2,
                 stamp,
+                digest: None,
             },
         );
         tree.insert(
@@ -184,6 +199,7 @@ mod tests {
                 },
                 mtime: 3,
                 stamp,
+                digest: None,
             },
         );
         let baseline = Baseline {

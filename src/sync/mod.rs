@@ -8,15 +8,20 @@
 //! remote confirms.
 
 mod archive;
+mod digest;
 mod manifest;
 mod plan;
 mod remote;
 mod rules;
 mod tree;
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -156,7 +161,9 @@ pub async fn sync(
             (RemoteView::Listed(&listed), Some(new_replica_id()))
         }
     };
-    let plan = plan::plan(&local, &view, &rules);
+    let plan = plan::plan(&local, &view, &rules, &|path| {
+        digest::of_file(&rules.absolute(path))
+    });
     let mut summary = Summary {
         files: plan.files,
         bytes: plan.bytes,
@@ -171,7 +178,7 @@ pub async fn sync(
         .clone()
         .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
     {
-        let local = transfer(
+        let (mut local, sent_digests) = transfer(
             session,
             dest,
             new_id.as_deref().unwrap_or(""),
@@ -179,10 +186,18 @@ pub async fn sync(
                 tree: local,
                 plan,
                 rules,
+                scanned_at_ns,
             },
             options,
         )
         .await?;
+        record_digests(
+            &mut local,
+            sent_digests,
+            &view,
+            scanned_at_ns,
+            &project.root,
+        );
         Baseline {
             replica_id,
             scanned_at_ns,
@@ -192,6 +207,30 @@ pub async fn sync(
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Give every racy file in the new record the digest of what the remote now holds: what was
+/// just sent, what the old record knew for an untouched file, or (after a listing, which
+/// matched on size and mtime) the local content.
+fn record_digests(
+    local: &mut tree::Tree,
+    mut sent: HashMap<Vec<u8>, u64>,
+    old: &RemoteView<'_>,
+    scanned_at_ns: i64,
+    root: &Path,
+) {
+    for (path, entry) in local.iter_mut() {
+        if !entry.is_racy(scanned_at_ns) {
+            continue;
+        }
+        entry.digest = sent.remove(path).or_else(|| match old {
+            RemoteView::Recorded { tree, .. } => tree
+                .get(path)
+                .filter(|o| o.stamp == entry.stamp)
+                .and_then(|o| o.digest),
+            RemoteView::Listed(_) => digest::of_file(&root.join(OsStr::from_bytes(path))),
+        });
+    }
 }
 
 fn perl_hint(error: Error) -> Error {
@@ -210,6 +249,7 @@ struct Upload {
     tree: tree::Tree,
     plan: Plan,
     rules: Rules,
+    scanned_at_ns: i64,
 }
 
 /// Stream the archive into the apply script and wait for its confirmation. Gives the snapshot
@@ -220,7 +260,8 @@ async fn transfer(
     new_id: &str,
     upload: Upload,
     options: &Options,
-) -> Result<tree::Tree> {
+) -> Result<(tree::Tree, HashMap<Vec<u8>, u64>)> {
+    let scanned_at_ns = upload.scanned_at_ns;
     let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(8);
     let bar = TransferBar::new(upload.plan.bytes, upload.plan.files, options.progress);
     let producer = tokio::task::spawn_blocking(move || {
@@ -231,6 +272,7 @@ async fn transfer(
             &upload.plan.archive,
             &upload.rules,
             &ops,
+            scanned_at_ns,
         );
         (written, upload.tree)
     });
@@ -250,10 +292,23 @@ async fn transfer(
         }
         (stdout, stderr, status)
     });
+    // If the connection dies, a write can wait forever for window space: the collector ending
+    // (the channel closed) is what stops the pump.
+    let mut collector = collector;
+    let mut finished = None;
     let mut send_failed = false;
-    while let Some(chunk) = chunks.recv().await {
+    loop {
+        let chunk = tokio::select! {
+            chunk = chunks.recv() => chunk,
+            done = &mut collector => { finished = Some(done); None }
+        };
+        let Some(chunk) = chunk else { break };
         bar.advance(chunk.len() as u64);
-        if writer.data(&chunk[..]).await.is_err() {
+        let sent = tokio::select! {
+            sent = writer.data(&chunk[..]) => sent.is_ok(),
+            done = &mut collector => { finished = Some(done); false }
+        };
+        if !sent {
             send_failed = true;
             break;
         }
@@ -262,19 +317,27 @@ async fn transfer(
     let (produced, tree) = producer
         .await
         .map_err(|e| Error::Other(format!("archive writer failed: {e}")))?;
-    if produced.is_ok() && !send_failed {
-        let _ = writer.eof().await;
-    } else {
-        // Close without EOF: tar sees a truncated archive and nothing is applied.
-        let _ = writer.close().await;
-    }
-    let (stdout, stderr, status) = collector
-        .await
-        .map_err(|e| Error::Other(format!("sync failed: {e}")))?;
+    let collected = match finished {
+        Some(done) => done,
+        None => {
+            if produced.is_ok() && !send_failed {
+                let _ = writer.eof().await;
+            } else {
+                // Close without EOF: tar sees a truncated archive and nothing is applied.
+                let _ = writer.close().await;
+            }
+            collector.await
+        }
+    };
+    let (stdout, stderr, status) =
+        collected.map_err(|e| Error::Other(format!("sync failed: {e}")))?;
     bar.finish();
-    produced.map_err(|e| Error::io("cannot read the project for sync", e))?;
+    let digests = match (status, produced) {
+        (Some(_), Err(e)) => return Err(Error::io("cannot read the project for sync", e)),
+        (_, produced) => produced.unwrap_or_default(),
+    };
     match status {
-        Some(0) if stdout.ends_with(b"applied\n") => Ok(tree),
+        Some(0) if stdout.ends_with(b"applied\n") => Ok((tree, digests)),
         Some(code) => Err(perl_hint(Error::Remote(format!(
             "applying the sync failed on the remote (exit {code}): {}",
             String::from_utf8_lossy(&stderr).trim()
@@ -312,20 +375,13 @@ fn print_plan(plan: &Plan) -> Result<()> {
 
 /// Where the record of this project's replica lives: one per (project root, dest) on each VM.
 fn record_path(state: &StateDir, project: &Project) -> Result<PathBuf> {
-    let mut hash: u64 = 0xcbf29ce484222325; // FNV-1a: stable across runs and versions
-    for byte in project
-        .root
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .chain(b"\0")
-        .chain(project.config.sync.dest.as_bytes())
-    {
-        hash = (hash ^ *byte as u64).wrapping_mul(0x100000001b3);
-    }
+    let mut key = digest::Fnv::default();
+    key.update(project.root.as_os_str().as_bytes());
+    key.update(b"\0");
+    key.update(project.config.sync.dest.as_bytes());
     Ok(state
         .vm_dir(&project.config.vm.name)?
-        .join(format!("sync-{hash:016x}.manifest")))
+        .join(format!("sync-{:016x}.manifest", key.finish())))
 }
 
 fn now_ns() -> i64 {

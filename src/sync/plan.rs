@@ -5,10 +5,6 @@ use std::collections::HashSet;
 use super::rules::Rules;
 use super::tree::{Entry, Kind, RelPath, Tree};
 
-/// Files modified this close to (or after) the previous scan may have changed again within the
-/// filesystem's timestamp granularity without their stamp changing, so they are re-sent.
-const RACY_WINDOW_NS: i64 = 2_000_000_000;
-
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Remote paths to remove (whole trees), applied first.
@@ -42,17 +38,24 @@ impl RemoteView<'_> {
         }
     }
 
-    fn unchanged(&self, local: &Entry, remote: &Entry) -> bool {
+    /// Does the remote still hold what `local` is? `digest` reads a local file's digest, and is
+    /// asked only for racy files, whose stamp alone proves nothing.
+    fn unchanged(
+        &self,
+        path: &[u8],
+        local: &Entry,
+        remote: &Entry,
+        digest: &dyn Fn(&[u8]) -> Option<u64>,
+    ) -> bool {
         match (&local.kind, &remote.kind) {
             (Kind::Dir, Kind::Dir) => true,
             (Kind::Symlink { target: a }, Kind::Symlink { target: b }) => a == b,
             (Kind::File { .. }, Kind::File { .. }) if local.kind != remote.kind => false,
             (Kind::File { .. }, Kind::File { .. }) => match self {
                 RemoteView::Recorded { scanned_at_ns, .. } => {
-                    let racy = local
-                        .stamp
-                        .is_some_and(|s| s.mtime_ns >= scanned_at_ns - RACY_WINDOW_NS);
-                    local.stamp == remote.stamp && !racy
+                    local.stamp == remote.stamp
+                        && (!local.is_racy(*scanned_at_ns)
+                            || remote.digest.is_some_and(|d| digest(path) == Some(d)))
                 }
                 RemoteView::Listed(_) => local.mtime == remote.mtime,
             },
@@ -61,7 +64,12 @@ impl RemoteView<'_> {
     }
 }
 
-pub fn plan(local: &Tree, remote: &RemoteView<'_>, rules: &Rules) -> Plan {
+pub fn plan(
+    local: &Tree,
+    remote: &RemoteView<'_>,
+    rules: &Rules,
+    digest: &dyn Fn(&[u8]) -> Option<u64>,
+) -> Plan {
     let mut plan = Plan::default();
     let mut new_dirs: HashSet<&[u8]> = HashSet::new();
     let mut deleted: HashSet<&[u8]> = HashSet::new();
@@ -74,7 +82,7 @@ pub fn plan(local: &Tree, remote: &RemoteView<'_>, rules: &Rules) -> Plan {
                 deleted.insert(path);
                 true
             }
-            Some(old) if remote.unchanged(entry, old) => continue,
+            Some(old) if remote.unchanged(path, entry, old, digest) => continue,
             Some(_) => true,
         };
         plan.archive.push(path.clone());
@@ -130,6 +138,7 @@ mod tests {
                 ctime_ns: mtime_ns,
                 inode: 1,
             }),
+            digest: None,
         }
     }
     fn dir() -> Entry {
@@ -137,6 +146,7 @@ mod tests {
             kind: Kind::Dir,
             mtime: 0,
             stamp: None,
+            digest: None,
         }
     }
     fn tree(entries: &[(&str, Entry)]) -> Tree {
@@ -180,6 +190,7 @@ mod tests {
                 scanned_at_ns: old * 10,
             },
             &rules,
+            &|_| None,
         );
         assert_eq!(names(&plan.moves), ["a", "new"]);
         assert_eq!(names(&plan.archive), ["a", "new", "new/x"]);
@@ -188,12 +199,24 @@ mod tests {
     }
 
     #[test]
-    fn racy_files_are_resent_and_type_changes_delete_first() {
+    fn racy_files_are_resent_unless_their_digest_matches_and_type_changes_delete_first() {
         let root = tempfile::tempdir().unwrap();
         let rules = Rules::new(root.path(), &[]).unwrap();
         let t = 50_000_000_000;
-        let local = tree(&[("racy", file(1, t)), ("swap", dir())]);
-        let remote = tree(&[("racy", file(1, t)), ("swap", file(3, 1))]);
+        let digested = Entry {
+            digest: Some(7),
+            ..file(1, t)
+        };
+        let local = tree(&[
+            ("racy", file(1, t)),
+            ("racy-same", file(1, t)),
+            ("swap", dir()),
+        ]);
+        let remote = tree(&[
+            ("racy", digested.clone()),
+            ("racy-same", digested),
+            ("swap", file(3, 1)),
+        ]);
         let plan = plan(
             &local,
             &RemoteView::Recorded {
@@ -201,6 +224,7 @@ mod tests {
                 scanned_at_ns: t + 1,
             },
             &rules,
+            &|path| (path == b"racy-same").then_some(7),
         );
         assert_eq!(names(&plan.moves), ["racy", "swap"]);
         assert_eq!(names(&plan.deletes), ["swap"]);

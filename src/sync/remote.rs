@@ -145,6 +145,7 @@ pub fn parse_probe(output: &[u8]) -> Result<ProbeResult> {
                 kind,
                 mtime,
                 stamp: None,
+                digest: None,
             },
         );
     }

@@ -34,9 +34,23 @@ pub struct Entry {
     pub mtime: i64,
     /// Present for local scans and the recorded baseline; absent in a remote listing.
     pub stamp: Option<Stamp>,
+    /// Content digest, recorded only for racy files (see `is_racy`).
+    pub digest: Option<u64>,
 }
 
+/// Files modified this close to (or after) a scan may change again within the filesystem's
+/// timestamp granularity (up to 1 s on some filesystems) without their stamp changing.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
 impl Entry {
+    /// Was this modified so close to `scanned_at_ns` that its stamp cannot be trusted alone?
+    pub fn is_racy(&self, scanned_at_ns: i64) -> bool {
+        matches!(self.kind, Kind::File { .. })
+            && self
+                .stamp
+                .is_some_and(|s| s.mtime_ns >= scanned_at_ns - RACY_WINDOW_NS)
+    }
+
     pub fn same_kind(&self, other: &Entry) -> bool {
         std::mem::discriminant(&self.kind) == std::mem::discriminant(&other.kind)
     }
@@ -105,6 +119,7 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                         ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
                         inode: meta.ino(),
                     }),
+                    digest: None,
                 },
             );
         }

@@ -1,0 +1,148 @@
+//! Configuration errors through the binary: exit code 2, file:line:column, a hint.
+
+use crate::harness::*;
+
+fn project_with(toml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n10n-dev.toml"), toml).unwrap();
+    dir
+}
+
+fn n10n(dir: &std::path::Path, home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("N10N_DEV_HOME", home)
+        .env_remove("N10N_DEV_BACKEND")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn malformed_files_exit_2_with_location_and_help() {
+    let home = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[vm]\nmemory = \"8 gigs\"\n",
+            ":2:10: invalid size \"8 gigs\"",
+        ),
+        (
+            "[vm]\nbackend = \"docker\"\n",
+            ":2:11: unknown variant `docker`",
+        ),
+        (
+            "[vm]\nbackend = \"ssh\"\n",
+            ":2:11: backend = \"ssh\" needs the address",
+        ),
+        ("[vm]\ncpus = \"4\"\n", ":2:8: invalid type"),
+        ("[sync]\nexcludes = []\n", ":2:1: unknown field `excludes`"),
+        ("[vm\n", ":1:4:"),
+    ];
+    for (toml, expected) in cases {
+        let dir = project_with(toml);
+        let out = n10n(dir.path(), home.path(), &["sync"]);
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        let err = stderr(&out);
+        let file = dir.path().canonicalize().unwrap().join("n10n-dev.toml");
+        assert!(
+            err.starts_with(&format!("error: {}", file.display())),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{toml}: {err}");
+        assert!(err.contains("\nhelp: "), "{err}");
+    }
+}
+
+#[test]
+fn run_reports_config_errors_as_2_not_255() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_with("[vm]\ncpus = 0\n");
+    let out = n10n(dir.path(), home.path(), &["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn project_root_is_found_from_a_subdirectory_and_with_dash_c() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_with("[vm]\nmemory = \"lots\"\n");
+    std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+    let out = n10n(&dir.path().join("a/b"), home.path(), &["sync"]);
+    assert!(
+        stderr(&out).contains("invalid size \"lots\""),
+        "{}",
+        stderr(&out)
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = n10n(
+        elsewhere.path(),
+        home.path(),
+        &["-C", dir.path().join("a").to_str().unwrap(), "sync"],
+    );
+    assert!(
+        stderr(&out).contains("invalid size \"lots\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unavailable_backend_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_with("[vm]\nbackend = \"lima\"\n");
+    let out = n10n(dir.path(), home.path(), &["sync"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("backend = \"ssh\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["sync"])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", home.path())
+        .env("N10N_DEV_BACKEND", "podman")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("N10N_DEV_BACKEND: unknown backend `podman`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_only_working_commands() {
+    let out = std::process::Command::new(BIN)
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = stdout(&help);
+    for command in ["sync", "run", "shell", "ssh-config", "completions"] {
+        assert!(
+            help.contains(&format!("\n  {command} ")),
+            "{command} missing from help"
+        );
+    }
+    for absent in ["build-image", "invoke", "check-base", "\n  up "] {
+        assert!(
+            !help.contains(absent),
+            "{absent} is listed but not implemented"
+        );
+    }
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = std::process::Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("ssh-config"));
+}

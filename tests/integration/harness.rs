@@ -1,0 +1,354 @@
+//! Test harness: a real OpenSSH sshd on 127.0.0.1 with its own host key and authorized_keys,
+//! projects in temp dirs, and the built binary run with `N10N_DEV_HOME` in a temp dir.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_n10n-dev");
+
+/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run_ok(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn current_user() -> String {
+    String::from_utf8(run_ok("id", &["-un"]).stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A key pair made by ssh-keygen.
+pub fn keygen(dir: &Path, name: &str, kind: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut args = vec![
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        "",
+        "-C",
+        name,
+        "-f",
+        path.to_str().unwrap(),
+    ];
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    run_ok("ssh-keygen", &args);
+    path
+}
+
+pub struct Sshd {
+    dir: Option<TempDir>,
+    pub port: u16,
+    pub user: String,
+    /// The client key authorised on this server.
+    pub identity: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        Sshd::start_in(tempfile::tempdir().unwrap(), free_port(), "ed25519")
+    }
+
+    /// A server in `dir` (reusing its host key if there is one) on `port`.
+    pub fn start_in(dir: TempDir, port: u16, client_key_kind: &str) -> Sshd {
+        let root = dir.path();
+        if !root.join("host_key").exists() {
+            keygen(root, "host_key", "ed25519");
+        }
+        let identity = root.join(format!("id_{client_key_kind}"));
+        if !identity.exists() {
+            keygen(root, &format!("id_{client_key_kind}"), client_key_kind);
+        }
+        let public = std::fs::read_to_string(identity.with_extension("pub")).unwrap();
+        std::fs::write(root.join("authorized_keys"), public).unwrap();
+        let user = current_user();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n\
+             PidFile {root}/sshd.pid\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n",
+            root = root.display()
+        );
+        std::fs::write(root.join("sshd_config"), config).unwrap();
+        if user == "root" {
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(root.join("sshd_config"))
+            .stderr(std::fs::File::create(root.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start /usr/sbin/sshd (apt-get install openssh-server)");
+        let mut sshd = Sshd {
+            dir: Some(dir),
+            port,
+            user,
+            identity,
+            child,
+        };
+        wait_for(
+            "sshd to accept connections",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = sshd.child.try_wait() {
+                    panic!(
+                        "sshd exited with {status}: {}",
+                        std::fs::read_to_string(sshd.path().join("sshd.log")).unwrap_or_default()
+                    );
+                }
+                TcpStream::connect(("127.0.0.1", sshd.port)).ok()
+            },
+        );
+        sshd
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("running").path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every process this server started (its per-connection sshd processes and their sessions).
+    pub fn descendants(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut frontier = vec![self.pid()];
+        while let Some(pid) = frontier.pop() {
+            let out = Command::new("pgrep")
+                .args(["-P", &pid.to_string()])
+                .output()
+                .unwrap();
+            for child in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let child: u32 = child.parse().unwrap();
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+        found
+    }
+
+    /// Send `signal` to this server's per-connection sshd processes (not the session commands).
+    pub fn signal_connections(&self, signal: &str) {
+        for pid in self.descendants() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim().starts_with("sshd") {
+                let _ = Command::new("kill")
+                    .args([&format!("-{signal}"), &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+
+    /// Stop the server and every connection, keeping its directory (and host key).
+    pub fn kill(mut self) -> TempDir {
+        self.signal_connections("KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("running")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.signal_connections("CONT");
+        self.signal_connections("KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A project directory configured for the ssh backend against `sshd`, with its own state dir
+/// and its own replica directory.
+pub struct Project {
+    pub dir: TempDir,
+    pub home: TempDir,
+    pub remote: TempDir,
+}
+
+impl Project {
+    pub fn new(sshd: &Sshd) -> Project {
+        Project::with_config(sshd, "")
+    }
+
+    /// `extra` is appended to the generated n10n-dev.toml.
+    pub fn with_config(sshd: &Sshd, extra: &str) -> Project {
+        let project = Project {
+            dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            remote: tempfile::tempdir().unwrap(),
+        };
+        project.write_config(sshd.port, &sshd.user, &sshd.identity, extra);
+        project
+    }
+
+    pub fn write_config(&self, port: u16, user: &str, identity: &Path, extra: &str) {
+        let config = format!(
+            "[vm]\nbackend = \"ssh\"\nname = \"test-vm\"\n\n[ssh]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
+             identity = \"{}\"\n\n[sync]\ndest = \"{}\"\n{extra}",
+            identity.display(),
+            self.replica().display()
+        );
+        std::fs::write(self.dir.path().join("n10n-dev.toml"), config).unwrap();
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the replica lands (sshd runs on this machine, so the test can look at it directly).
+    pub fn replica(&self) -> PathBuf {
+        self.remote.path().join("replica")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.root())
+            .env("N10N_DEV_HOME", self.home.path())
+            .env_remove("N10N_DEV_BACKEND")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Run and expect success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "n10n-dev {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn write(&self, path: &str, contents: &str) {
+        let path = self.root().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-f", needle]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    File { content: Vec<u8>, executable: bool },
+    Dir,
+    Link(Vec<u8>),
+}
+
+/// Everything under `root` (paths as bytes), without following links, except what `skip` says.
+pub fn snapshot(
+    root: &Path,
+    skip: &dyn Fn(&[u8]) -> bool,
+) -> std::collections::BTreeMap<Vec<u8>, Node> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            if skip(&rel) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            let node = if meta.file_type().is_symlink() {
+                Node::Link(
+                    std::fs::read_link(entry.path())
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if meta.is_dir() {
+                pending.push(entry.path());
+                Node::Dir
+            } else {
+                Node::File {
+                    content: std::fs::read(entry.path()).unwrap(),
+                    executable: meta.permissions().mode() & 0o100 != 0,
+                }
+            };
+            found.insert(rel, node);
+        }
+    }
+    found
+}
+
+/// The replica as the user sees it: without n10n-dev's own files at its root.
+pub fn replica_snapshot(
+    project: &Project,
+    also_skip: &dyn Fn(&[u8]) -> bool,
+) -> std::collections::BTreeMap<Vec<u8>, Node> {
+    snapshot(&project.replica(), &|p| {
+        p.starts_with(b".n10n-dev-") || also_skip(p)
+    })
+}

@@ -1,0 +1,110 @@
+//! `shell` for real under tmux: prompt, terminal size, resize, exit code.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, keys: &str) {
+        run_ok("tmux", &["send-keys", "-t", &self.session, "-l", keys]);
+        run_ok("tmux", &["send-keys", "-t", &self.session, "Enter"]);
+    }
+
+    fn wait_for_line(&self, line: &str) {
+        wait_for(
+            &format!("`{line}` in the pane"),
+            Duration::from_secs(20),
+            || {
+                self.capture()
+                    .lines()
+                    .any(|l| l.trim_end() == line)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+#[test]
+fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("marker-file", "x");
+    let session = format!("n10n-shell-{}", std::process::id());
+    let command = format!(
+        "cd '{}' && N10N_DEV_HOME='{}' TERM=xterm-256color '{BIN}' shell; echo \"EXIT=$?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon | sed 's/^/MODE=/'; sleep 600",
+        project.root().display(),
+        project.home.path().display()
+    );
+    run_ok(
+        "tmux",
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    let tmux = Tmux { session };
+
+    tmux.send("PS1='READY> '");
+    tmux.wait_for_line("READY>");
+    tmux.send("tput cols; pwd; ls -1; echo $TERM");
+    tmux.wait_for_line("100");
+    tmux.wait_for_line(&project.replica().display().to_string());
+    tmux.wait_for_line("marker-file");
+    tmux.wait_for_line("xterm-256color");
+
+    run_ok(
+        "tmux",
+        &[
+            "resize-window",
+            "-t",
+            &tmux.session,
+            "-x",
+            "123",
+            "-y",
+            "30",
+        ],
+    );
+    wait_for("the pane to be resized", Duration::from_secs(10), || {
+        let out = Command::new("tmux")
+            .args(["display", "-p", "-t", &tmux.session, "#{pane_width}"])
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).trim() == "123").then_some(())
+    });
+    tmux.send("tput cols");
+    tmux.wait_for_line("123");
+
+    tmux.send("exit 3");
+    tmux.wait_for_line("EXIT=3");
+    // Raw mode was undone on the way out: canonical input is back on.
+    tmux.wait_for_line("MODE=icanon");
+}

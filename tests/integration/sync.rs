@@ -1,0 +1,203 @@
+//! `sync`: what is sent, what is left alone, dry runs, and failure in the middle of a transfer.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn ignored(path: &[u8]) -> bool {
+    path == b".git"
+        || path.starts_with(b".git/")
+        || path.starts_with(b"target")
+        || path.ends_with(b".log")
+        || path.starts_with(b"sub/gen")
+}
+
+#[test]
+fn replica_matches_the_tree_minus_ignored_paths() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let root = project.root();
+    project.write(".gitignore", "*.log\n");
+    project.write("sub/.gitignore", "gen/\n");
+    project.write("sub/gen/out.txt", "generated");
+    project.write("build.log", "noise");
+    project.write("target/debug/app", "binary");
+    project.write(".git/HEAD", "ref: refs/heads/main\n");
+    project.write("src/main.rs", "fn main() {}\n");
+    project.write("with space/and 'quote'.txt", "q");
+    project.write("unicode/naïve-日本.txt", "u");
+    project.write("new\nline", "n");
+    std::fs::write(root.join(OsStr::from_bytes(b"latin1-\xe9.txt")), "l").unwrap();
+    std::fs::create_dir_all(root.join("empty/nested")).unwrap();
+    project.write("bin/tool", "#!/bin/sh\necho tool\n");
+    std::fs::set_permissions(
+        root.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    symlink("../src/main.rs", root.join("bin/main-link")).unwrap();
+    symlink("/etc/passwd", root.join("abs-link")).unwrap();
+    symlink("missing-target", root.join("dangling")).unwrap();
+
+    let out = project.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("sync: sent 9 files"),
+        "{}",
+        stderr(&out)
+    );
+    let local = snapshot(root, &ignored);
+    assert_eq!(replica_snapshot(&project, &|_| false), local);
+    assert!(local.contains_key(b"empty/nested".as_slice()));
+    assert_eq!(
+        local[b"abs-link".as_slice()],
+        Node::Link(b"/etc/passwd".to_vec())
+    );
+
+    let out = project.run(&["sync"]);
+    assert!(
+        stderr(&out).starts_with("sync: up to date"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn deletes_and_renames_follow_and_build_outputs_stay() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write(".gitignore", "target/\n");
+    project.write("a/one.txt", "1");
+    project.write("a/two.txt", "2");
+    project.write("b.txt", "b");
+    project.ok(&["sync"]);
+    // The build writes into an ignored path on the remote, and into a path we do not know.
+    std::fs::create_dir_all(project.replica().join("target/release")).unwrap();
+    std::fs::write(
+        project.replica().join("target/release/app"),
+        "built remotely",
+    )
+    .unwrap();
+
+    std::fs::rename(project.root().join("a"), project.root().join("renamed")).unwrap();
+    std::fs::remove_file(project.root().join("b.txt")).unwrap();
+    std::fs::create_dir(project.root().join("b.txt")).unwrap();
+    project.write("b.txt/inside", "now a directory");
+    let dry = project.ok(&["sync", "--dry-run"]);
+    assert!(
+        dry.contains("delete a\n") && dry.contains("send renamed/one.txt\n"),
+        "{dry}"
+    );
+    assert!(
+        project.replica().join("a/one.txt").exists(),
+        "a dry run changed the replica"
+    );
+
+    project.ok(&["sync"]);
+    let skip_target = |p: &[u8]| p.starts_with(b"target");
+    assert_eq!(
+        replica_snapshot(&project, &skip_target),
+        snapshot(project.root(), &skip_target)
+    );
+    assert_eq!(
+        std::fs::read(project.replica().join("target/release/app")).unwrap(),
+        b"built remotely"
+    );
+}
+
+#[test]
+fn configured_excludes_apply_and_an_unknown_replica_is_reconciled() {
+    let sshd = Sshd::start();
+    let project = Project::with_config(&sshd, "exclude = [\"*.tmp\", \"cache/\"]\n");
+    project.write("keep.txt", "k");
+    project.write("x.tmp", "t");
+    project.write("cache/big", "c");
+    // A replica we never recorded: stale files from elsewhere, and an ignored build output.
+    std::fs::create_dir_all(project.replica().join("cache")).unwrap();
+    std::fs::write(project.replica().join("stale.txt"), "old").unwrap();
+    std::fs::write(project.replica().join("cache/remote-only"), "keep me").unwrap();
+    std::fs::write(project.replica().join("keep.txt"), "different").unwrap();
+    project.ok(&["sync"]);
+    assert!(!project.replica().join("stale.txt").exists());
+    assert!(!project.replica().join("x.tmp").exists());
+    assert_eq!(
+        std::fs::read(project.replica().join("keep.txt")).unwrap(),
+        b"k"
+    );
+    assert_eq!(
+        std::fs::read(project.replica().join("cache/remote-only")).unwrap(),
+        b"keep me"
+    );
+
+    // Losing the local record costs a listing, not correctness.
+    std::fs::remove_dir_all(project.home.path().join("vms")).unwrap();
+    project.ok(&["sync"]);
+    let out = project.run(&["sync"]);
+    assert!(
+        stderr(&out).starts_with("sync: up to date"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_cut_connection_leaves_no_partial_file_and_the_next_sync_converges() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("small.txt", "v1");
+    project.ok(&["sync"]);
+    // 300 MB of incompressible data takes long enough over loopback to be cut in the middle.
+    let big = project.root().join("big.bin");
+    run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c 300000000 /dev/urandom > '{}'", big.display()),
+        ],
+    );
+    project.write("small.txt", "v2");
+    let child = project
+        .cmd(&["sync"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staged = project.replica().join(".n10n-dev-staging/big.bin");
+    wait_for(
+        "part of big.bin to be staged",
+        Duration::from_secs(60),
+        || {
+            std::fs::metadata(&staged)
+                .ok()
+                .filter(|m| m.len() > 1_000_000)
+                .map(|_| ())
+        },
+    );
+    let port = sshd.port;
+    let dir = sshd.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run it again") || stderr(&out).contains("lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !project.replica().join("big.bin").exists(),
+        "a partial big.bin was put in place"
+    );
+    assert_eq!(
+        std::fs::read(project.replica().join("small.txt")).unwrap(),
+        b"v1"
+    );
+
+    let _sshd = Sshd::start_in(dir, port, "ed25519");
+    project.ok(&["sync"]);
+    assert_eq!(
+        replica_snapshot(&project, &|_| false),
+        snapshot(project.root(), &|_| false)
+    );
+}
