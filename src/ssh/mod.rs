@@ -106,6 +106,7 @@ impl client::Handler for Client {
 impl Session {
     /// Connect, verify the host key against the pin, authenticate, and pin the key on first use.
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
+        let started = std::time::Instant::now();
         let key = load_identity(&endpoint.identity)?;
         let outcome = Arc::new(Mutex::new(None));
         let client = Client {
@@ -180,6 +181,7 @@ impl Session {
                 endpoint.host_key_alias
             );
         }
+        tracing::debug!("connected to {endpoint} in {:.0?}", started.elapsed());
         Ok(Session {
             handle,
             endpoint: endpoint.clone(),

@@ -132,12 +132,23 @@ pub async fn sync(
     let exclude = project.config.sync.exclude.clone();
     let scanned_at_ns = now_ns();
     let scan = tokio::task::spawn_blocking(move || {
+        let scan_started = Instant::now();
         let mut rules = Rules::new(&root, &exclude)?;
         let tree = tree::scan(&mut rules)?;
+        tracing::debug!(
+            "scanned {} entries in {:.0?}",
+            tree.len(),
+            scan_started.elapsed()
+        );
         Ok::<_, Error>((rules, tree))
     });
     let probe_command = remote::probe_command(dest, expected_id);
     let probe = session.capture(&probe_command, &[]);
+    let probe = async {
+        let probed = probe.await;
+        tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
+        probed
+    };
     let (scanned, probed) = tokio::join!(scan, probe);
     let (rules, local) = scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
     let probed = probed?.success("the replica probe").map_err(perl_hint)?;

@@ -1,0 +1,78 @@
+# Shared by the benchmarks: a loopback sshd of our own, a project configured for it, timing.
+# Source it; it sets WORK, PORT, KEY, USER_NAME, N10N and cleans up on exit.
+
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=$(mktemp -d /tmp/n10n-bench.XXXXXX)
+trap 'kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml"
+N10N="$ROOT/target/release/n10n-dev"
+USER_NAME=$(id -un)
+KEY="$WORK/id_ed25519"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$KEY"
+cp "$KEY.pub" "$WORK/authorized_keys"
+cat > "$WORK/sshd_config" <<CONF
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $WORK/host_key
+AuthorizedKeysFile $WORK/authorized_keys
+PidFile $WORK/sshd.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+MaxStartups 100
+CONF
+[ "$(id -u)" = 0 ] && mkdir -p /run/sshd
+/usr/sbin/sshd -f "$WORK/sshd_config"
+for _ in $(seq 100); do
+  ssh-keyscan -p "$PORT" 127.0.0.1 >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+SSH_OPTS=(-i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+          -o LogLevel=ERROR -o BatchMode=yes)
+export N10N_DEV_HOME="$WORK/state"
+
+# make_project DIR DEST: an n10n-dev.toml in DIR for this sshd, replica at DEST.
+make_project() {
+  mkdir -p "$1"
+  cat > "$1/n10n-dev.toml" <<TOML
+[vm]
+backend = "ssh"
+name = "bench"
+[ssh]
+host = "127.0.0.1"
+port = $PORT
+user = "$USER_NAME"
+identity = "$KEY"
+[sync]
+dest = "$2"
+exclude = []
+TOML
+}
+
+# seconds CMD...: wall time of one run, in seconds.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  "$@" >/dev/null
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+# median N CMD...: median wall time of N runs.
+median() {
+  local n=$1; shift
+  for _ in $(seq "$n"); do seconds "$@"; done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+# row NAME OURS ANCHOR: one table line with the ratio.
+row() {
+  printf '%-28s %10.4f %10.4f %8.3f\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
+}
