@@ -233,7 +233,7 @@ impl Session {
     async fn signal_group(&self, pid: Option<u32>, sig: i32) {
         let Some(pid) = pid else { return };
         let line = format!("kill -{sig} -- -{pid} 2>/dev/null");
-        match tokio::time::timeout(Duration::from_secs(5), self.capture(&line, &[])).await {
+        match tokio::time::timeout(Duration::from_secs(5), self.capture(None, &line)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("could not signal the remote command: {e}"),
             Err(_) => tracing::warn!("could not signal the remote command: no answer"),

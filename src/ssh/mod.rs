@@ -2,6 +2,7 @@
 //! ECDSA keys in OpenSSH format), keepalive, host key pinning, and channels for everything else.
 
 mod exec;
+mod job;
 mod known_hosts;
 mod pty;
 pub mod quote;
@@ -11,12 +12,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use russh::cipher;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{ChannelMsg, cipher};
 
 use crate::error::{Error, Result};
 pub use exec::{ExitCode, RemoteCommand};
+pub use job::Job;
 pub use known_hosts::{Pin, fingerprint};
 
 /// How long to wait for the TCP connection, key exchange and authentication.
@@ -214,34 +216,6 @@ impl Session {
             .await
             .map_err(|e| self.lost(describe(&e)))?;
         Ok(channel)
-    }
-
-    /// Run a helper command to completion: the given bytes on its stdin, its output collected.
-    pub async fn capture(&self, command: &str, stdin: &[u8]) -> Result<Captured> {
-        let mut channel = self.open_exec(command).await?;
-        if !stdin.is_empty() {
-            channel
-                .data(stdin)
-                .await
-                .map_err(|e| self.lost(describe(&e)))?;
-        }
-        channel.eof().await.map_err(|e| self.lost(describe(&e)))?;
-        let mut captured = Captured::default();
-        let mut status = None;
-        while let Some(msg) = channel.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => captured.stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, .. } => captured.stderr.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
-                ChannelMsg::ExitSignal { signal_name, .. } => {
-                    status = Some(128 + exec::signal_number(&signal_name))
-                }
-                _ => {}
-            }
-        }
-        captured.status = status
-            .ok_or_else(|| self.lost("the remote command ended without an exit status".into()))?;
-        Ok(captured)
     }
 }
 

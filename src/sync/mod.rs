@@ -25,7 +25,6 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use russh::ChannelMsg;
 use tokio::sync::mpsc;
 
 use crate::config::Project;
@@ -142,8 +141,12 @@ pub async fn sync(
         );
         Ok::<_, Error>((rules, tree))
     });
+    let recorded_agent = baseline
+        .as_ref()
+        .filter(|b| !b.remote_root.is_empty())
+        .map(|b| agent_socket(&b.remote_root));
     let probe_command = remote::probe_command(dest, expected_id);
-    let probe = session.capture(&probe_command, &[]);
+    let probe = session.capture(recorded_agent.as_deref(), &probe_command);
     let probe = async {
         let probed = probe.await;
         tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
@@ -154,7 +157,9 @@ pub async fn sync(
     let probed = probed?.success("the replica probe").map_err(perl_hint)?;
 
     let listed;
-    let (view, new_id) = match (remote::parse_probe(&probed)?, &baseline) {
+    let (probe_result, remote_root) = remote::parse_probe(&probed)?;
+    let agent = remote_root.as_deref().map(agent_socket).or(recorded_agent);
+    let (view, new_id) = match (probe_result, &baseline) {
         (ProbeResult::Same, Some(b)) => (
             RemoteView::Recorded {
                 tree: &b.tree,
@@ -189,8 +194,9 @@ pub async fn sync(
         .clone()
         .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
     {
-        let (mut local, sent_digests) = transfer(
+        let (mut local, sent_digests, remote_root) = transfer(
             session,
+            agent.as_deref(),
             dest,
             new_id.as_deref().unwrap_or(""),
             Upload {
@@ -211,6 +217,7 @@ pub async fn sync(
         );
         Baseline {
             replica_id,
+            remote_root,
             scanned_at_ns,
             tree: local,
         }
@@ -218,6 +225,10 @@ pub async fn sync(
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+fn agent_socket(remote_root: &str) -> String {
+    format!("{remote_root}/{}", remote::AGENT_SOCKET)
 }
 
 /// Give every racy file in the new record the digest of what the remote now holds: what was
@@ -267,11 +278,12 @@ struct Upload {
 /// back for recording.
 async fn transfer(
     session: &Session,
+    agent: Option<&str>,
     dest: &str,
     new_id: &str,
     upload: Upload,
     options: &Options,
-) -> Result<(tree::Tree, HashMap<Vec<u8>, u64>)> {
+) -> Result<(tree::Tree, HashMap<Vec<u8>, u64>, String)> {
     let scanned_at_ns = upload.scanned_at_ns;
     let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(8);
     let bar = TransferBar::new(upload.plan.bytes, upload.plan.files, options.progress);
@@ -287,37 +299,23 @@ async fn transfer(
         );
         (written, upload.tree)
     });
-    let channel = session
-        .open_exec(&remote::apply_command(dest, new_id))
+    let mut job = session
+        .start_job(agent, &remote::apply_command(dest, new_id))
         .await?;
-    let (mut reader, writer) = channel.split();
-    let collector = tokio::spawn(async move {
-        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
-        while let Some(msg) = reader.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                _ => {}
-            }
-        }
-        (stdout, stderr, status)
-    });
-    // If the connection dies, a write can wait forever for window space: the collector ending
-    // (the channel closed) is what stops the pump.
-    let mut collector = collector;
+    // If the connection dies, a write can wait forever for window space: the job's output
+    // ending (the channel closed) is what stops the pump.
     let mut finished = None;
     let mut send_failed = false;
     loop {
         let chunk = tokio::select! {
             chunk = chunks.recv() => chunk,
-            done = &mut collector => { finished = Some(done); None }
+            done = &mut job.output => { finished = Some(done); None }
         };
         let Some(chunk) = chunk else { break };
         bar.advance(chunk.len() as u64);
         let sent = tokio::select! {
-            sent = writer.data(&chunk[..]) => sent.is_ok(),
-            done = &mut collector => { finished = Some(done); false }
+            sent = job.writer.data(&chunk[..]) => sent.is_ok(),
+            done = &mut job.output => { finished = Some(done); false }
         };
         if !sent {
             send_failed = true;
@@ -328,35 +326,31 @@ async fn transfer(
     let (produced, tree) = producer
         .await
         .map_err(|e| Error::Other(format!("archive writer failed: {e}")))?;
-    let collected = match finished {
-        Some(done) => done,
+    let output = match finished {
+        Some(done) => done.ok().flatten(),
+        None if produced.is_ok() && !send_failed => job.finish().await.ok(),
         None => {
-            if produced.is_ok() && !send_failed {
-                let _ = writer.eof().await;
-            } else {
-                // Close without EOF: tar sees a truncated archive and nothing is applied.
-                let _ = writer.close().await;
-            }
-            collector.await
+            // Close without EOF: tar sees a truncated archive (the operations list, its last
+            // member, is missing) and nothing is applied.
+            let _ = job.writer.close().await;
+            job.output.await.ok().flatten()
         }
     };
-    let (stdout, stderr, status) =
-        collected.map_err(|e| Error::Other(format!("sync failed: {e}")))?;
     bar.finish();
-    let digests = match (status, produced) {
-        (Some(_), Err(e)) => return Err(Error::io("cannot read the project for sync", e)),
-        (_, produced) => produced.unwrap_or_default(),
-    };
-    match status {
-        Some(0) if stdout.ends_with(b"applied\n") => Ok((tree, digests)),
-        Some(code) => Err(perl_hint(Error::Remote(format!(
-            "applying the sync failed on the remote (exit {code}): {}",
-            String::from_utf8_lossy(&stderr).trim()
-        )))),
-        None => Err(Error::ConnectionLost {
+    let Some(output) = output else {
+        return Err(Error::ConnectionLost {
             endpoint: session.endpoint().to_string(),
             reason: "the sync was cut off; nothing partial was put in place, run it again".into(),
-        }),
+        });
+    };
+    let digests = produced.map_err(|e| Error::io("cannot read the project for sync", e))?;
+    match remote::parse_applied(&output.stdout) {
+        Some(root) if output.status == 0 => Ok((tree, digests, root)),
+        _ => Err(perl_hint(Error::Remote(format!(
+            "applying the sync failed on the remote (exit {}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))),
     }
 }
 

@@ -1,7 +1,14 @@
 //! The remote half of a sync, as small scripts for tools every Debian/Ubuntu machine has (`sh`,
 //! GNU `tar`, and `perl-base`, which is Essential): a probe that costs one round trip when
-//! nothing changed, a lister for when the replica is unknown, and the apply step that renames
-//! staged entries into place only after the whole archive has arrived.
+//! nothing changed, a lister for when the replica is unknown, the apply step that renames
+//! staged entries into place only after the whole archive has arrived, and an agent.
+//!
+//! The agent exists because on a small VM sshd spends ~0.1–0.2 s setting up every exec session.
+//! It listens on a private Unix socket in the replica; a sync reaches it through a
+//! `direct-streamlocal` channel of the connection it already has (no process is forked by sshd),
+//! hands it the same probe or apply script, and gets back status, stdout and stderr. When the
+//! agent is not there (first sync, VM rebooted, idle timeout) the scripts run as plain exec
+//! sessions, which also start it again.
 
 use super::tree::{Entry, Kind, Tree};
 use crate::error::{Error, Result};
@@ -11,6 +18,88 @@ pub const MARKER: &str = ".n10n-dev-replica";
 pub const STAGING: &str = ".n10n-dev-staging";
 /// The operations list, the last member of the archive (a reserved root name, never user data).
 pub const OPS: &str = ".n10n-dev-ops";
+/// The agent's socket at the replica root; the version in the name keeps agents of different
+/// n10n-dev releases apart.
+pub const AGENT_SOCKET: &str = ".n10n-dev-agent-v1.sock";
+/// An idle agent exits after this many seconds.
+const AGENT_IDLE_SECS: u32 = 1800;
+
+/// The agent: args socket path, idle seconds. Exits 0 at once when an agent already answers on
+/// the socket. Otherwise binds it (umask 077: only this user can connect), detaches, and serves
+/// each connection in a child: read `<length>\n<command>`, run `sh -c command` with the rest of
+/// the stream as stdin, reply `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the
+/// output. It exits when idle, or within 30 s of its socket being removed or replaced.
+const AGENT: &str = r#"
+use strict;
+use Socket;
+use POSIX ();
+my ($path, $idle) = @ARGV;
+socket(my $check, PF_UNIX, SOCK_STREAM, 0) or exit 1;
+exit 0 if connect($check, pack_sockaddr_un($path));
+close $check;
+unlink $path;
+socket(my $server, PF_UNIX, SOCK_STREAM, 0) or exit 1;
+my $umask = umask 077;
+bind($server, pack_sockaddr_un($path)) or exit 1;
+umask $umask;
+listen($server, 16) or exit 1;
+my $inode = (stat $path)[1];
+defined(my $pid = fork) or exit 1;
+exit 0 if $pid;
+POSIX::setsid();
+chdir '/';
+open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
+$ENV{N10N_AGENT} = 1;
+$SIG{CHLD} = 'IGNORE';
+my $last_used = time;
+while (1) {
+  my $rin = ''; vec($rin, fileno($server), 1) = 1;
+  my $ready = select(my $rout = $rin, undef, undef, 30);
+  my @st = stat $path;
+  exit 0 unless @st && $st[1] == $inode;
+  if ($ready <= 0) { exit 0 if time - $last_used >= $idle; next; }
+  accept(my $conn, $server) or next;
+  $last_used = time;
+  my $child = fork;
+  if (defined $child && $child == 0) { close $server; serve($conn); POSIX::_exit(0); }
+  close $conn;
+}
+sub serve {
+  my $conn = shift;
+  $SIG{CHLD} = 'DEFAULT';
+  my $length = '';
+  while (1) {
+    sysread($conn, my $c, 1) == 1 or return;
+    last if $c eq "\n";
+    $length .= $c;
+    return if length($length) > 12 || $c !~ /[0-9]/;
+  }
+  my $command = '';
+  while (length($command) < $length) {
+    sysread($conn, my $buf, $length - length($command)) or return;
+    $command .= $buf;
+  }
+  open(my $out, '+>', undef) or return;
+  open(my $err, '+>', undef) or return;
+  my $pid = fork;
+  return unless defined $pid;
+  if ($pid == 0) {
+    open(STDIN, '<&', $conn); open(STDOUT, '>&', $out); open(STDERR, '>&', $err);
+    exec('/bin/sh', '-c', $command);
+    POSIX::_exit(127);
+  }
+  waitpid($pid, 0);
+  my $status = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
+  my ($o, $e) = ('', '');
+  seek($out, 0, 0); { local $/; $o = <$out> // ''; }
+  seek($err, 0, 0); { local $/; $e = <$err> // ''; }
+  my $reply = "n10n-agent $status " . length($o) . ' ' . length($e) . "\n" . $o . $e;
+  while (length $reply) {
+    my $n = syswrite($conn, $reply) or return;
+    substr($reply, 0, $n) = '';
+  }
+}
+"#;
 
 /// Walks the replica without following links and prints, per entry, NUL-terminated fields:
 /// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git` and the
@@ -86,27 +175,49 @@ if ($marker ne '') {
 }
 "#;
 
-/// One round trip: "same" when the replica carries `expected_id`, else a listing of it.
+/// Shell function `start_agent ROOT`: make sure an agent serves ROOT (not from inside one).
+fn start_agent_function() -> String {
+    format!(
+        "start_agent() {{ [ -n \"$N10N_AGENT\" ] || perl -e {agent} \"$1\"/{AGENT_SOCKET} {AGENT_IDLE_SECS} \
+         </dev/null >/dev/null 2>&1 || true; }}",
+        agent = quote::quote(AGENT.as_bytes()),
+    )
+}
+
+/// One round trip: `same ROOT` when the replica carries `expected_id`, else `list ROOT` and a
+/// listing of it (ROOT is the replica's absolute path, empty when it does not exist yet).
 pub fn probe_command(dest: &str, expected_id: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "d={dir}; if [ \"$(cat -- \"$d\"/{MARKER} 2>/dev/null)\" = {id} ]; then echo same; exit 0; fi; \
-         echo list; [ -d \"$d\" ] || exit 0; cd -- \"$d\" && exec perl -e {lister}",
+        "{start_agent}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
+         if [ -n \"$root\" ] && [ \"$(cat {MARKER} 2>/dev/null)\" = {id} ]; then \
+         echo \"same $root\"; start_agent \"$root\"; exit 0; fi; \
+         echo \"list $root\"; [ -n \"$root\" ] || exit 0; perl -e {lister} && start_agent \"$root\"",
+        start_agent = start_agent_function(),
         id = quote::quote(expected_id.as_bytes()),
         lister = quote::quote(LISTER.as_bytes()),
     )
 }
 
-/// Reads the archive from stdin into staging, then applies the operations it carries.
+/// Reads the archive from stdin into staging, then applies the operations it carries, and
+/// answers `applied ROOT`.
 pub fn apply_command(dest: &str, new_marker: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "set -e; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; rm -rf -- {STAGING}; mkdir -- {STAGING}; \
+        "set -e; {start_agent}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; rm -rf -- {STAGING}; mkdir -- {STAGING}; \
          tar -x -f - -C {STAGING} --no-same-owner; \
-         perl -e {apply} {STAGING} {STAGING}/{OPS} {marker}; rm -rf -- {STAGING}; echo applied",
+         perl -e {apply} {STAGING} {STAGING}/{OPS} {marker}; rm -rf -- {STAGING}; \
+         root=$(pwd -P); start_agent \"$root\"; echo \"applied $root\"",
+        start_agent = start_agent_function(),
         apply = quote::quote(APPLY.as_bytes()),
         marker = quote::quote(new_marker.as_bytes()),
     )
+}
+
+/// The replica's absolute path from the apply script's answer.
+pub fn parse_applied(output: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(output).ok()?.lines().last()?;
+    line.strip_prefix("applied ").map(str::to_string)
 }
 
 pub enum ProbeResult {
@@ -114,14 +225,22 @@ pub enum ProbeResult {
     Listed(Tree),
 }
 
-pub fn parse_probe(output: &[u8]) -> Result<ProbeResult> {
+/// The answer, and the replica's absolute path when it exists.
+pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
     let bad = |why: &str| Error::Remote(format!("unexpected answer from the replica probe: {why}"));
-    if output == b"same\n" {
-        return Ok(ProbeResult::Same);
-    }
-    let listing = output
-        .strip_prefix(b"list\n")
+    let end = output
+        .iter()
+        .position(|&b| b == b'\n')
         .ok_or_else(|| bad("no header"))?;
+    let header = std::str::from_utf8(&output[..end]).map_err(|_| bad("header"))?;
+    let (word, root) = header.split_once(' ').ok_or_else(|| bad("header"))?;
+    let root = (!root.is_empty()).then(|| root.to_string());
+    let listing = &output[end + 1..];
+    match word {
+        "same" => return Ok((ProbeResult::Same, root)),
+        "list" => {}
+        _ => return Err(bad("header")),
+    }
     let mut fields = listing.split(|&b| b == 0);
     let mut tree = Tree::new();
     while let Some(kind) = fields.next().filter(|f| !f.is_empty()) {
@@ -149,7 +268,7 @@ pub fn parse_probe(output: &[u8]) -> Result<ProbeResult> {
             },
         );
     }
-    Ok(ProbeResult::Listed(tree))
+    Ok((ProbeResult::Listed(tree), root))
 }
 
 fn parse_number(field: &[u8]) -> Option<i64> {
@@ -180,6 +299,7 @@ mod tests {
         let mut child = std::process::Command::new("sh")
             .args(["-c", script])
             .env("HOME", home)
+            .env("N10N_AGENT", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -193,14 +313,14 @@ mod tests {
     fn probe_lists_an_unknown_replica_and_recognises_its_marker() {
         let home = tempfile::tempdir().unwrap();
         let out = sh(&probe_command("~/r", "id1"), home.path(), b"");
-        assert_eq!(out.stdout, b"list\n");
+        assert_eq!(out.stdout, b"list \n");
         let replica = home.path().join("r");
         std::fs::create_dir_all(replica.join("d/.git")).unwrap();
         std::fs::write(replica.join("d/f\nname"), "abc").unwrap();
         std::os::unix::fs::symlink("f", replica.join("l")).unwrap();
         std::fs::write(replica.join(MARKER), "id2").unwrap();
         let out = sh(&probe_command("~/r", "id1"), home.path(), b"");
-        let ProbeResult::Listed(tree) = parse_probe(&out.stdout).unwrap() else {
+        let (ProbeResult::Listed(tree), Some(root)) = parse_probe(&out.stdout).unwrap() else {
             panic!("same?")
         };
         let paths: Vec<_> = tree.keys().cloned().collect();
@@ -214,8 +334,9 @@ mod tests {
         let out = sh(&probe_command("~/r", "id2"), home.path(), b"");
         assert!(matches!(
             parse_probe(&out.stdout).unwrap(),
-            ProbeResult::Same
+            (ProbeResult::Same, Some(_))
         ));
+        assert_eq!(root, replica.canonicalize().unwrap().to_str().unwrap());
     }
 
     #[test]

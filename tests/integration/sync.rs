@@ -201,3 +201,52 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_sync_converges() {
         snapshot(project.root(), &|_| false)
     );
 }
+
+#[test]
+fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
+    use std::os::unix::fs::FileTypeExt;
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("a.txt", "1");
+    let out = project.run(&["-v", "sync"]);
+    assert!(
+        !stderr(&out).contains("through the agent"),
+        "{}",
+        stderr(&out)
+    );
+    let socket = project.replica().join(".n10n-dev-agent-v1.sock");
+    let meta = wait_for("the agent's socket", Duration::from_secs(10), || {
+        std::fs::symlink_metadata(&socket).ok()
+    });
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o077,
+        0,
+        "the socket must be private"
+    );
+
+    project.write("a.txt", "2");
+    let out = project.run(&["-v", "sync"]);
+    assert!(
+        stderr(&out).contains("through the agent"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(project.replica().join("a.txt")).unwrap(),
+        b"2"
+    );
+
+    // Without its socket the agent is gone; the next sync falls back to exec and restarts it.
+    std::fs::remove_file(&socket).unwrap();
+    project.write("a.txt", "3");
+    let out = project.run(&["-v", "sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(project.replica().join("a.txt")).unwrap(),
+        b"3"
+    );
+    wait_for("a new agent", Duration::from_secs(10), || {
+        std::fs::symlink_metadata(&socket).ok()
+    });
+}

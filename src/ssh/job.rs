@@ -1,0 +1,136 @@
+//! Helper jobs: a command whose stdin n10n-dev writes and whose output it collects whole.
+//!
+//! A job runs either as an exec session, or through an agent that n10n-dev left on the remote,
+//! reached over a `direct-streamlocal` channel of the same connection. The agent protocol: we
+//! send `<length>\n<command>` then the stdin bytes and EOF; it answers
+//! `n10n-agent <status> <stdout length> <stderr length>\n`, stdout, stderr.
+
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::task::JoinHandle;
+
+use super::{Captured, Session, describe, exec::signal_number};
+use crate::error::{Error, Result};
+
+pub struct Job {
+    pub writer: ChannelWriteHalf<Msg>,
+    /// Ends when the channel closes: the output, or `None` when it was cut off.
+    pub output: JoinHandle<Option<Captured>>,
+    endpoint: String,
+}
+
+impl Session {
+    /// Start `command`, through the agent at `agent_socket` when one answers there, else as an
+    /// exec session.
+    pub async fn start_job(&self, agent_socket: Option<&str>, command: &str) -> Result<Job> {
+        if let Some(socket) = agent_socket {
+            match self.handle.channel_open_direct_streamlocal(socket).await {
+                Ok(channel) => {
+                    tracing::debug!("running a helper through the agent at {socket}");
+                    let (reader, writer) = channel.split();
+                    let header = format!("{}\n{command}", command.len());
+                    writer
+                        .data(header.as_bytes())
+                        .await
+                        .map_err(|e| self.lost(describe(&e)))?;
+                    return Ok(self.job(writer, tokio::spawn(collect_agent(reader))));
+                }
+                Err(e) => tracing::debug!("no agent at {socket} ({e}); using an exec session"),
+            }
+        }
+        let channel = self.open_exec(command).await?;
+        let (reader, writer) = channel.split();
+        Ok(self.job(writer, tokio::spawn(collect_exec(reader))))
+    }
+
+    fn job(&self, writer: ChannelWriteHalf<Msg>, output: JoinHandle<Option<Captured>>) -> Job {
+        Job {
+            writer,
+            output,
+            endpoint: self.endpoint.to_string(),
+        }
+    }
+
+    /// Run a helper command with empty stdin and collect its output.
+    pub async fn capture(&self, agent_socket: Option<&str>, command: &str) -> Result<Captured> {
+        self.start_job(agent_socket, command).await?.finish().await
+    }
+}
+
+impl Job {
+    /// Send EOF and wait for the output.
+    pub async fn finish(self) -> Result<Captured> {
+        let _ = self.writer.eof().await;
+        let output = self.output.await.ok().flatten();
+        output.ok_or_else(|| cut_off(&self.endpoint))
+    }
+}
+
+pub fn cut_off(endpoint: &str) -> Error {
+    Error::ConnectionLost {
+        endpoint: endpoint.to_string(),
+        reason: "the remote command ended without an exit status".into(),
+    }
+}
+
+async fn collect_exec(mut reader: ChannelReadHalf) -> Option<Captured> {
+    let mut captured = Captured::default();
+    let mut status = None;
+    while let Some(msg) = reader.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => captured.stdout.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, .. } => captured.stderr.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                status = Some(128 + signal_number(&signal_name))
+            }
+            _ => {}
+        }
+    }
+    captured.status = status?;
+    Some(captured)
+}
+
+async fn collect_agent(mut reader: ChannelReadHalf) -> Option<Captured> {
+    let mut reply = Vec::new();
+    while let Some(msg) = reader.wait().await {
+        if let ChannelMsg::Data { data } = msg {
+            reply.extend_from_slice(&data);
+        }
+    }
+    parse_agent_reply(&reply)
+}
+
+fn parse_agent_reply(reply: &[u8]) -> Option<Captured> {
+    let end = reply.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&reply[..end]).ok()?;
+    let mut fields = header.strip_prefix("n10n-agent ")?.split(' ');
+    let status: i32 = fields.next()?.parse().ok()?;
+    let out_len: usize = fields.next()?.parse().ok()?;
+    let err_len: usize = fields.next()?.parse().ok()?;
+    let body = &reply[end + 1..];
+    (body.len() == out_len + err_len).then(|| Captured {
+        status,
+        stdout: body[..out_len].to_vec(),
+        stderr: body[out_len..].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_replies_are_framed() {
+        let captured = parse_agent_reply(b"n10n-agent 3 2 4\nokoops").unwrap();
+        assert_eq!(
+            (captured.status, &captured.stdout[..], &captured.stderr[..]),
+            (3, &b"ok"[..], &b"oops"[..])
+        );
+        assert!(
+            parse_agent_reply(b"n10n-agent 0 5 0\nabc").is_none(),
+            "truncated"
+        );
+        assert!(parse_agent_reply(b"hello\n").is_none());
+    }
+}
