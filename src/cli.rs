@@ -114,12 +114,18 @@ fn init_tracing(cli: &Cli) {
         (false, 1) => "n10n_dev=debug,warn",
         (false, _) => "n10n_dev=trace,russh=debug,info",
     };
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(directive))
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // With -v, time since start: where the time goes is usually the question.
+    if cli.verbose > 0 {
+        subscriber
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .init();
+    } else {
+        subscriber.without_time().init();
+    }
 }
 
 async fn dispatch(cli: Cli) -> u8 {

@@ -7,10 +7,7 @@ use crate::ssh::{ExitCode, RemoteCommand, quote};
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let env = parse_env(&args.env, |key| std::env::var(key).ok())?;
-    let session = ctx.connect().await?;
-    if !args.no_sync {
-        super::sync::sync_quietly(ctx, &session).await?;
-    }
+    let session = super::sync::connect_synced(ctx, !args.no_sync).await?;
     let dest = &ctx.project.config.sync.dest;
     let dir = match args.workdir {
         Some(dir) if dir.starts_with('/') || dir.starts_with('~') => dir,

@@ -6,10 +6,7 @@ use crate::error::Result;
 use crate::ssh::{ExitCode, RemoteCommand};
 
 pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
-    let session = ctx.connect().await?;
-    if !args.no_sync {
-        super::sync::sync_quietly(ctx, &session).await?;
-    }
+    let session = super::sync::connect_synced(ctx, !args.no_sync).await?;
     session
         .shell(&RemoteCommand {
             dir: ctx.project.config.sync.dest.clone(),

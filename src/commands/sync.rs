@@ -7,27 +7,36 @@ use crate::ssh::Session;
 use crate::sync::{self, Options};
 
 pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
+    let pending = sync::begin(&ctx.project, &ctx.state)?;
     let session = ctx.connect().await?;
     let options = Options {
         dry_run: args.dry_run,
         progress: !ctx.quiet,
     };
-    let summary = sync::sync(&session, &ctx.project, &ctx.state, &options).await?;
+    let summary = pending.finish(&session, &options).await?;
     if !ctx.quiet {
         eprintln!("{summary}");
     }
     Ok(())
 }
 
-/// Bring the replica up to date before a command; says something only when it sent or deleted.
-pub async fn sync_quietly(ctx: &Context, session: &Session) -> Result<()> {
-    let options = Options {
-        dry_run: false,
-        progress: !ctx.quiet,
+/// Connect, bringing the replica up to date first when `sync` is set (the local scan overlaps
+/// the SSH handshake). Says something only when it sent or deleted.
+pub async fn connect_synced(ctx: &Context, sync: bool) -> Result<Session> {
+    let pending = match sync {
+        true => Some(sync::begin(&ctx.project, &ctx.state)?),
+        false => None,
     };
-    let summary = sync::sync(session, &ctx.project, &ctx.state, &options).await?;
-    if summary.changed() && !ctx.quiet {
-        eprintln!("{summary}");
+    let session = ctx.connect().await?;
+    if let Some(pending) = pending {
+        let options = Options {
+            dry_run: false,
+            progress: !ctx.quiet,
+        };
+        let summary = pending.finish(&session, &options).await?;
+        if summary.changed() && !ctx.quiet {
+            eprintln!("{summary}");
+        }
     }
-    Ok(())
+    Ok(session)
 }

@@ -62,6 +62,7 @@ impl Job {
     pub async fn finish(self) -> Result<Captured> {
         let _ = self.writer.eof().await;
         let output = self.output.await.ok().flatten();
+        let _ = self.writer.close().await;
         output.ok_or_else(|| cut_off(&self.endpoint))
     }
 }
@@ -91,14 +92,19 @@ async fn collect_exec(mut reader: ChannelReadHalf) -> Option<Captured> {
     Some(captured)
 }
 
+/// The reply ends the job as soon as it is complete: waiting for the channel's EOF and close
+/// as well would cost up to a delayed-ACK round (40 ms) behind sshd's Nagle-batched writes.
 async fn collect_agent(mut reader: ChannelReadHalf) -> Option<Captured> {
     let mut reply = Vec::new();
     while let Some(msg) = reader.wait().await {
         if let ChannelMsg::Data { data } = msg {
             reply.extend_from_slice(&data);
+            if let Some(captured) = parse_agent_reply(&reply) {
+                return Some(captured);
+            }
         }
     }
-    parse_agent_reply(&reply)
+    None
 }
 
 fn parse_agent_reply(reply: &[u8]) -> Option<Captured> {

@@ -6,6 +6,7 @@ mod job;
 mod known_hosts;
 mod pty;
 pub mod quote;
+mod socket;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -120,12 +121,11 @@ impl Session {
             reason,
         };
         let attempt = async {
-            let mut handle = client::connect(
-                Arc::new(client_config()),
-                (endpoint.host.as_str(), endpoint.port),
-                client,
-            )
-            .await?;
+            let stream = socket::QuickAckStream::connect(&endpoint.host, endpoint.port)
+                .await
+                .map_err(russh::Error::IO)?;
+            let mut handle =
+                client::connect_stream(Arc::new(client_config()), stream, client).await?;
             let hash = match key.algorithm() {
                 russh::keys::Algorithm::Rsa { .. } => {
                     handle.best_supported_rsa_hash().await?.flatten()

@@ -113,118 +113,150 @@ fn check_dest(dest: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn sync(
-    session: &Session,
-    project: &Project,
-    state: &StateDir,
-    options: &Options,
-) -> Result<Summary> {
-    let started = Instant::now();
-    let dest = project.config.sync.dest.as_str();
-    check_dest(dest)?;
-    let record = record_path(state, project)?;
-    let _lock = Lock::acquire(&record.with_extension("lock"))?;
-    let baseline = Baseline::load(&record);
-    let expected_id = baseline.as_ref().map_or("none", |b| b.replica_id.as_str());
+/// A sync under way. It starts on the local side (lock, record, scan in a blocking thread) before
+/// the SSH connection is up, so the scan overlaps the handshake.
+pub struct Pending {
+    started: Instant,
+    dest: String,
+    root: PathBuf,
+    record: PathBuf,
+    _lock: Lock,
+    baseline: Option<Baseline>,
+    scanned_at_ns: i64,
+    scan: tokio::task::JoinHandle<Result<(Rules, tree::Tree)>>,
+}
 
+/// Start a sync of `project` (call from within the async runtime).
+pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
+    let started = Instant::now();
+    let dest = project.config.sync.dest.clone();
+    check_dest(&dest)?;
+    let record = record_path(state, project)?;
+    let lock = Lock::acquire(&record.with_extension("lock"))?;
+    let baseline = Baseline::load(&record);
     let root = project.root.clone();
     let exclude = project.config.sync.exclude.clone();
     let scanned_at_ns = now_ns();
-    let scan = tokio::task::spawn_blocking(move || {
-        let scan_started = Instant::now();
-        let mut rules = Rules::new(&root, &exclude)?;
-        let tree = tree::scan(&mut rules)?;
-        tracing::debug!(
-            "scanned {} entries in {:.0?}",
-            tree.len(),
-            scan_started.elapsed()
-        );
-        Ok::<_, Error>((rules, tree))
-    });
-    let recorded_agent = baseline
-        .as_ref()
-        .filter(|b| !b.remote_root.is_empty())
-        .map(|b| agent_socket(&b.remote_root));
-    let probe_command = remote::probe_command(dest, expected_id);
-    let probe = session.capture(recorded_agent.as_deref(), &probe_command);
-    let probe = async {
-        let probed = probe.await;
-        tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
-        probed
+    let scan = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut rules = Rules::new(&root, &exclude)?;
+            let tree = tree::scan(&mut rules)?;
+            tracing::debug!(
+                "scanned {} entries in {:.0?}",
+                tree.len(),
+                started.elapsed()
+            );
+            Ok((rules, tree))
+        })
     };
-    let (scanned, probed) = tokio::join!(scan, probe);
-    let (rules, local) = scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
-    let probed = probed?.success("the replica probe").map_err(perl_hint)?;
+    Ok(Pending {
+        started,
+        dest,
+        root,
+        record,
+        _lock: lock,
+        baseline,
+        scanned_at_ns,
+        scan,
+    })
+}
 
-    let listed;
-    let (probe_result, remote_root) = remote::parse_probe(&probed)?;
-    let agent = remote_root.as_deref().map(agent_socket).or(recorded_agent);
-    let (view, new_id) = match (probe_result, &baseline) {
-        (ProbeResult::Same, Some(b)) => (
-            RemoteView::Recorded {
-                tree: &b.tree,
-                scanned_at_ns: b.scanned_at_ns,
-            },
-            None,
-        ),
-        (ProbeResult::Same, None) => {
-            return Err(Error::Remote(
-                "the replica probe matched an id that was never recorded".into(),
-            ));
-        }
-        (ProbeResult::Listed(tree), _) => {
-            listed = tree;
-            (RemoteView::Listed(&listed), Some(new_replica_id()))
-        }
-    };
-    let plan = plan::plan(&local, &view, &rules, &|path| {
-        digest::of_file(&rules.absolute(path))
-    });
-    let mut summary = Summary {
-        files: plan.files,
-        bytes: plan.bytes,
-        deleted: plan.deletes.len(),
-        checked: local.len(),
-        dry_run: options.dry_run,
-        ..Summary::default()
-    };
-    if options.dry_run {
-        print_plan(&plan)?;
-    } else if let Some(replica_id) = new_id
-        .clone()
-        .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
-    {
-        let (mut local, sent_digests, remote_root) = transfer(
-            session,
-            agent.as_deref(),
+impl Pending {
+    /// Compare with the remote, send what changed, and record the result.
+    pub async fn finish(self, session: &Session, options: &Options) -> Result<Summary> {
+        let Pending {
+            started,
             dest,
-            new_id.as_deref().unwrap_or(""),
-            Upload {
-                tree: local,
-                plan,
-                rules,
+            root,
+            record,
+            _lock,
+            baseline,
+            scanned_at_ns,
+            scan,
+        } = self;
+        let dest = dest.as_str();
+        let expected_id = baseline.as_ref().map_or("none", |b| b.replica_id.as_str());
+        let recorded_agent = baseline
+            .as_ref()
+            .filter(|b| !b.remote_root.is_empty())
+            .map(|b| agent_socket(&b.remote_root));
+        let probe_command = remote::probe_command(dest, expected_id);
+        let probe = session.capture(recorded_agent.as_deref(), &probe_command);
+        let probe = async {
+            let probed = probe.await;
+            tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
+            probed
+        };
+        let (scanned, probed) = tokio::join!(scan, probe);
+        let (rules, local) = scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
+        let probed = probed?.success("the replica probe").map_err(perl_hint)?;
+
+        let listed;
+        let (probe_result, remote_root) = remote::parse_probe(&probed)?;
+        let agent = remote_root.as_deref().map(agent_socket).or(recorded_agent);
+        let (view, new_id) = match (probe_result, &baseline) {
+            (ProbeResult::Same, Some(b)) => (
+                RemoteView::Recorded {
+                    tree: &b.tree,
+                    scanned_at_ns: b.scanned_at_ns,
+                },
+                None,
+            ),
+            (ProbeResult::Same, None) => {
+                return Err(Error::Remote(
+                    "the replica probe matched an id that was never recorded".into(),
+                ));
+            }
+            (ProbeResult::Listed(tree), _) => {
+                listed = tree;
+                (RemoteView::Listed(&listed), Some(new_replica_id()))
+            }
+        };
+        let plan = plan::plan(&local, &view, &rules, &|path| {
+            digest::of_file(&rules.absolute(path))
+        });
+        let mut summary = Summary {
+            files: plan.files,
+            bytes: plan.bytes,
+            deleted: plan.deletes.len(),
+            checked: local.len(),
+            dry_run: options.dry_run,
+            ..Summary::default()
+        };
+        if options.dry_run {
+            print_plan(&plan)?;
+        } else if let Some(replica_id) = new_id
+            .clone()
+            .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
+        {
+            let (mut local, sent_digests, remote_root) = transfer(
+                session,
+                agent.as_deref(),
+                dest,
+                new_id.as_deref().unwrap_or(""),
+                Upload {
+                    tree: local,
+                    plan,
+                    rules,
+                    scanned_at_ns,
+                },
+                options,
+            )
+            .await?;
+            record_digests(&mut local, sent_digests, &view, scanned_at_ns, &root);
+            Baseline {
+                replica_id,
+                remote_root,
                 scanned_at_ns,
-            },
-            options,
-        )
-        .await?;
-        record_digests(
-            &mut local,
-            sent_digests,
-            &view,
-            scanned_at_ns,
-            &project.root,
-        );
-        Baseline {
-            replica_id,
-            remote_root,
-            scanned_at_ns,
-            tree: local,
+                tree: local,
+            }
+            .save(&record)?;
         }
-        .save(&record)?;
+        summary.elapsed = started.elapsed();
+        tracing::debug!("sync done");
+        Ok(summary)
     }
-    summary.elapsed = started.elapsed();
-    Ok(summary)
 }
 
 fn agent_socket(remote_root: &str) -> String {

@@ -93,7 +93,7 @@ impl Rules {
             return true;
         }
         let abs = self.absolute(path);
-        if self.configured.matched(&abs, is_dir).is_ignore() {
+        if !self.configured.is_empty() && self.configured.matched(&abs, is_dir).is_ignore() {
             return true;
         }
         // Nearest .gitignore first; a later match in a deeper file overrides a shallower one.
@@ -115,7 +115,8 @@ impl Rules {
                 break;
             }
         }
-        for gitignore in self.above.iter().chain([&self.info_exclude, &self.global]) {
+        let outer = self.above.iter().chain([&self.info_exclude, &self.global]);
+        for gitignore in outer.filter(|g| !g.is_empty()) {
             match gitignore.matched(&abs, is_dir) {
                 Match::Ignore(_) => return true,
                 Match::Whitelist(_) => return false,

@@ -73,7 +73,8 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                 path.push(b'/');
             }
             path.extend_from_slice(entry.file_name().as_bytes());
-            let meta = match fs::symlink_metadata(entry.path()) {
+            // DirEntry::metadata is an lstat relative to the open directory: no path walk.
+            let meta = match entry.metadata() {
                 Ok(meta) => meta,
                 // Deleted between readdir and stat: it is simply not part of this snapshot.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
