@@ -352,3 +352,42 @@ pub fn replica_snapshot(
         p.starts_with(b".n10n-dev-") || also_skip(p)
     })
 }
+
+/// `n10n-dev run --no-sync -- sleep SECONDS` (SECONDS unique per test, so the remote process
+/// can be found), seen running on the "remote"; that sleep is killed when this is dropped.
+pub struct RemoteSleep {
+    pub child: Child,
+    pub pattern: String,
+}
+
+impl Project {
+    pub fn spawn_remote_sleep(&self, seconds: u32) -> RemoteSleep {
+        let child = self
+            .cmd(&["run", "--no-sync", "--", "sleep", &seconds.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pattern = format!("^sleep {seconds}$");
+        wait_for("the remote sleep to start", Duration::from_secs(20), || {
+            (!processes_matching(&pattern).is_empty()).then_some(())
+        });
+        RemoteSleep { child, pattern }
+    }
+
+    /// Sync, and expect it to find nothing to do.
+    pub fn assert_up_to_date(&self) {
+        let out = self.run(&["sync"]);
+        assert!(
+            stderr(&out).starts_with("sync: up to date"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+impl Drop for RemoteSleep {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = Command::new("pkill").args(["-f", &self.pattern]).status();
+    }
+}

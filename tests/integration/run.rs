@@ -196,54 +196,34 @@ fn sigterm_stops_the_remote_process_group() {
 fn a_silent_server_is_detected_by_keepalive() {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
-    let mut child = project
-        .cmd(&["run", "--no-sync", "--", "sleep", "303"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the remote sleep to start", Duration::from_secs(20), || {
-        (!processes_matching("^sleep 303$").is_empty()).then_some(())
-    });
+    let mut sleep = project.spawn_remote_sleep(303);
     // Freeze the server side: the TCP connection stays open but nothing answers.
     sshd.signal_connections("STOP");
     let status = wait_for(
         "n10n-dev to notice the dead connection",
         Duration::from_secs(15),
-        || child.try_wait().unwrap(),
+        || sleep.child.try_wait().unwrap(),
     );
     assert_eq!(status.code(), Some(255));
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut sleep.child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(
         err.contains("connection to") && err.contains("lost"),
         "{err}"
     );
     sshd.signal_connections("CONT");
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "^sleep 303$"])
-        .status();
 }
 
 #[test]
 fn a_killed_server_ends_the_command_with_255() {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
-    let mut child = project
-        .cmd(&["run", "--no-sync", "--", "sleep", "304"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the remote sleep to start", Duration::from_secs(20), || {
-        (!processes_matching("^sleep 304$").is_empty()).then_some(())
-    });
+    let mut sleep = project.spawn_remote_sleep(304);
     let _dir = sshd.kill();
     let status = wait_for("n10n-dev to exit", Duration::from_secs(15), || {
-        child.try_wait().unwrap()
+        sleep.child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(255));
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "^sleep 304$"])
-        .status();
 }
 
 #[test]

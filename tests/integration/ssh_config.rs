@@ -1,6 +1,24 @@
 //! `ssh-config`: plain OpenSSH accepts the block, with strict checking against the pinned key.
 
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
 use crate::harness::*;
+
+fn openssh(config: &Path, command: &[&str]) -> Output {
+    Command::new("ssh")
+        .args([
+            "-F",
+            config.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "test-vm",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn openssh_accepts_the_block_and_the_pinned_key() {
@@ -10,19 +28,7 @@ fn openssh_accepts_the_block_and_the_pinned_key() {
     assert!(block.starts_with("Host test-vm\n"), "{block}");
     let config = project.home.path().join("ssh_config");
     std::fs::write(&config, &block).unwrap();
-    let out = std::process::Command::new("ssh")
-        .args([
-            "-F",
-            config.to_str().unwrap(),
-            "-o",
-            "BatchMode=yes",
-            "test-vm",
-            "echo",
-            "via-openssh",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = openssh(&config, &["echo", "via-openssh"]);
     assert_eq!(stdout(&out), "via-openssh\n", "{}", stderr(&out));
 
     // A server with another host key on the same port is refused by OpenSSH too.
@@ -30,18 +36,7 @@ fn openssh_accepts_the_block_and_the_pinned_key() {
     let dir = sshd.kill();
     std::fs::remove_file(dir.path().join("host_key")).unwrap();
     let _impostor = Sshd::start_in(dir, port, "ed25519");
-    let out = std::process::Command::new("ssh")
-        .args([
-            "-F",
-            config.to_str().unwrap(),
-            "-o",
-            "BatchMode=yes",
-            "test-vm",
-            "true",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = openssh(&config, &["true"]);
     assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("HOST IDENTIFICATION HAS CHANGED"),

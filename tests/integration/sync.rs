@@ -58,12 +58,7 @@ fn replica_matches_the_tree_minus_ignored_paths() {
         Node::Link(b"/etc/passwd".to_vec())
     );
 
-    let out = project.run(&["sync"]);
-    assert!(
-        stderr(&out).starts_with("sync: up to date"),
-        "{}",
-        stderr(&out)
-    );
+    project.assert_up_to_date();
 }
 
 #[test]
@@ -136,12 +131,7 @@ fn configured_excludes_apply_and_an_unknown_replica_is_reconciled() {
     // Losing the local record costs a listing, not correctness.
     std::fs::remove_dir_all(project.home.path().join("vms")).unwrap();
     project.ok(&["sync"]);
-    let out = project.run(&["sync"]);
-    assert!(
-        stderr(&out).starts_with("sync: up to date"),
-        "{}",
-        stderr(&out)
-    );
+    project.assert_up_to_date();
 }
 
 #[test]
