@@ -313,3 +313,31 @@ fn run_syncs_first_unless_told_not_to() {
     assert_eq!(stdout(&out), "changed\n");
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_like_sigpipe() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let mut child = project
+        .cmd(&["run", "--no-sync", "--", "yes", "n10n-broken-pipe"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 17];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"n10n-broken-pipe\n");
+    drop(child.stdout.take());
+    let status = wait_for("n10n-dev to stop", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(141));
+    wait_for(
+        "the remote `yes` to be stopped",
+        Duration::from_secs(10),
+        || {
+            processes_matching("^yes n10n-broken-pipe$")
+                .is_empty()
+                .then_some(())
+        },
+    );
+}
