@@ -11,7 +11,6 @@ use crate::state::StateDir;
 pub use ssh::SshBackend;
 
 pub trait Backend {
-    fn kind(&self) -> BackendKind;
     /// Where to reach the machine over SSH.
     fn endpoint(&self) -> Result<Endpoint>;
 }

@@ -1,7 +1,7 @@
 //! The `ssh` backend: an existing Linux host (a remote builder, a CI box) that is always running.
 
 use super::Backend;
-use crate::config::{BackendKind, Project};
+use crate::config::Project;
 use crate::error::{Error, Result};
 use crate::ssh::Endpoint;
 use crate::state::StateDir;
@@ -31,10 +31,6 @@ impl SshBackend {
 }
 
 impl Backend for SshBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Ssh
-    }
-
     fn endpoint(&self) -> Result<Endpoint> {
         Ok(self.endpoint.clone())
     }
