@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod artifacts;
 mod config;
 mod run;
 mod shell;

@@ -1,0 +1,100 @@
+//! The files usable by hand: lima.yaml, the Vagrantfile and provision/ scripts are well-formed.
+
+use std::path::Path;
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool_output(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (.ci/run installs it)"))
+}
+
+#[test]
+fn provision_scripts_pass_shellcheck() {
+    let scripts: Vec<String> = std::fs::read_dir(repo().join("provision"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(scripts.len(), 3, "{scripts:?}");
+    let mut args = vec!["--shell=sh", "--severity=style"];
+    args.extend(scripts.iter().map(String::as_str));
+    let out = tool_output("shellcheck", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn vagrantfile_is_valid_ruby_and_shares_no_folder() {
+    let out = tool_output("ruby", &["-c", "Vagrantfile"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Syntax OK");
+    let text = std::fs::read_to_string(repo().join("Vagrantfile")).unwrap();
+    assert!(text.contains(r#"config.vm.synced_folder ".", "/vagrant", disabled: true"#));
+    assert!(text.contains(r#"path: "provision/#{script}.sh""#));
+}
+
+#[test]
+fn lima_yaml_has_what_n10n_dev_relies_on() {
+    let text = std::fs::read_to_string(repo().join("lima.yaml")).unwrap();
+    let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+    assert_eq!(doc["minimumLimaVersion"].as_str(), Some("2.0.0"));
+    let arches: Vec<&str> = doc["images"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|i| i["arch"].as_str().unwrap())
+        .collect();
+    assert_eq!(arches, ["aarch64", "x86_64"]);
+    for image in doc["images"].as_vec().unwrap() {
+        assert!(
+            image["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://cloud.debian.org/")
+        );
+    }
+    assert_eq!(
+        doc["mounts"].as_vec().map(Vec::len),
+        Some(0),
+        "the project is synced, not mounted"
+    );
+    assert_eq!(doc["containerd"]["system"].as_bool(), Some(false));
+    assert_eq!(doc["containerd"]["user"].as_bool(), Some(false));
+    assert_eq!(doc["ssh"]["overVsock"].as_bool(), Some(false));
+    assert_eq!(
+        doc["vmOpts"]["vz"]["rosetta"]["enabled"].as_bool(),
+        Some(true)
+    );
+    for key in ["cpus", "memory", "disk"] {
+        assert!(!matches!(doc[key], Yaml::BadValue), "{key} missing");
+    }
+    let files: Vec<&str> = doc["provision"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["file"].as_str())
+        .collect();
+    assert_eq!(files, ["provision/docker.sh"]);
+    assert!(files.iter().all(|f| repo().join(f).is_file()));
+    let forward = &doc["portForwards"][0];
+    assert_eq!(
+        forward["guestSocket"].as_str(),
+        Some("/var/run/docker.sock")
+    );
+    assert_eq!(
+        forward["hostSocket"].as_str(),
+        Some("{{.Dir}}/sock/docker.sock")
+    );
+}
