@@ -35,8 +35,7 @@ use crate::state::{Lock, StateDir};
 use manifest::Baseline;
 use plan::{Plan, RemoteView};
 use remote::ProbeResult;
-
-pub use rules::Rules;
+use rules::Rules;
 
 pub struct Options {
     pub dry_run: bool,
@@ -90,7 +89,7 @@ impl fmt::Display for Summary {
     }
 }
 
-pub fn human_bytes(bytes: u64) -> String {
+fn human_bytes(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
