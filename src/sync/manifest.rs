@@ -7,14 +7,14 @@ use super::tree::{Entry, Kind, Stamp, Tree};
 use crate::error::Result;
 use crate::state;
 
-const MAGIC: &[u8; 8] = b"N10NMAN3";
+const MAGIC: &[u8; 8] = b"N10NMAN4";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
     /// The id written in the replica's marker file when this baseline was recorded.
     pub replica_id: String,
-    /// The replica's absolute path on the remote (where the agent listens); empty if unknown.
-    pub remote_root: String,
+    /// Where the replica's agent listens on the remote; empty if unknown.
+    pub agent_socket: String,
     /// Local clock when the scan behind this baseline started (for racy-file detection).
     pub scanned_at_ns: i64,
     pub tree: Tree,
@@ -40,7 +40,7 @@ impl Baseline {
         let mut out = Vec::with_capacity(64 + self.tree.len() * 64);
         out.extend_from_slice(MAGIC);
         put_bytes(&mut out, self.replica_id.as_bytes());
-        put_bytes(&mut out, self.remote_root.as_bytes());
+        put_bytes(&mut out, self.agent_socket.as_bytes());
         out.extend_from_slice(&self.scanned_at_ns.to_le_bytes());
         out.extend_from_slice(&(self.tree.len() as u64).to_le_bytes());
         for (path, entry) in &self.tree {
@@ -115,7 +115,7 @@ fn decode(bytes: &[u8]) -> Option<Baseline> {
         return None;
     }
     let replica_id = String::from_utf8(r.bytes()?).ok()?;
-    let remote_root = String::from_utf8(r.bytes()?).ok()?;
+    let agent_socket = String::from_utf8(r.bytes()?).ok()?;
     let scanned_at_ns = r.i64()?;
     let count = r.u64()?;
     let mut tree = Tree::new();
@@ -157,7 +157,7 @@ fn decode(bytes: &[u8]) -> Option<Baseline> {
     }
     r.0.is_empty().then_some(Baseline {
         replica_id,
-        remote_root,
+        agent_socket,
         scanned_at_ns,
         tree,
     })
@@ -209,7 +209,7 @@ mod tests {
         );
         let baseline = Baseline {
             replica_id: "abc".into(),
-            remote_root: "/home/dev/n10n/demo".into(),
+            agent_socket: "/tmp/n10n-dev-1000/agent-v1-1.sock".into(),
             scanned_at_ns: 42,
             tree,
         };

@@ -178,8 +178,8 @@ impl Pending {
         let expected_id = baseline.as_ref().map_or("none", |b| b.replica_id.as_str());
         let recorded_agent = baseline
             .as_ref()
-            .filter(|b| !b.remote_root.is_empty())
-            .map(|b| agent_socket(&b.remote_root));
+            .map(|b| b.agent_socket.clone())
+            .filter(|socket| !socket.is_empty());
         let probe_command = remote::probe_command(dest, expected_id);
         let probe = session.capture(recorded_agent.as_deref(), &probe_command);
         let probe = async {
@@ -192,8 +192,8 @@ impl Pending {
         let probed = probed?.success("the replica probe").map_err(perl_hint)?;
 
         let listed;
-        let (probe_result, remote_root) = remote::parse_probe(&probed)?;
-        let agent = remote_root.as_deref().map(agent_socket).or(recorded_agent);
+        let (probe_result, probed_agent) = remote::parse_probe(&probed)?;
+        let agent = probed_agent.or(recorded_agent);
         let (view, new_id) = match (probe_result, &baseline) {
             (ProbeResult::Same, Some(b)) => (
                 RemoteView::Recorded {
@@ -229,7 +229,7 @@ impl Pending {
             .clone()
             .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
         {
-            let (mut local, sent_digests, remote_root) = transfer(
+            let (mut local, sent_digests, agent_socket) = transfer(
                 session,
                 agent.as_deref(),
                 dest,
@@ -246,7 +246,7 @@ impl Pending {
             record_digests(&mut local, sent_digests, &view, scanned_at_ns, &root);
             Baseline {
                 replica_id,
-                remote_root,
+                agent_socket,
                 scanned_at_ns,
                 tree: local,
             }
@@ -256,10 +256,6 @@ impl Pending {
         tracing::debug!("sync done");
         Ok(summary)
     }
-}
-
-fn agent_socket(remote_root: &str) -> String {
-    format!("{remote_root}/{}", remote::AGENT_SOCKET)
 }
 
 /// Give every racy file in the new record the digest of what the remote now holds: what was

@@ -4,7 +4,8 @@
 //! staged entries into place only after the whole archive has arrived, and an agent.
 //!
 //! The agent exists because on a small VM sshd spends ~0.1–0.2 s setting up every exec session.
-//! It listens on a private Unix socket in the replica; a sync reaches it through a
+//! It listens on a private Unix socket (`/tmp/n10n-dev-<uid>/`, mode 0700, outside the replica so
+//! that a `docker build` of the replica never meets a socket); a sync reaches it through a
 //! `direct-streamlocal` channel of the connection it already has (no process is forked by sshd),
 //! hands it the same probe or apply script, and gets back status, stdout and stderr. When the
 //! agent is not there (first sync, VM rebooted, idle timeout) the scripts run as plain exec
@@ -18,22 +19,28 @@ pub const MARKER: &str = ".n10n-dev-replica";
 pub const STAGING: &str = ".n10n-dev-staging";
 /// The operations list, the last member of the archive (a reserved root name, never user data).
 pub const OPS: &str = ".n10n-dev-ops";
-/// The agent's socket at the replica root; the version in the name keeps agents of different
-/// n10n-dev releases apart.
-pub const AGENT_SOCKET: &str = ".n10n-dev-agent-v1.sock";
+/// The agent's socket name starts with this; the version keeps agents of different n10n-dev
+/// releases apart.
+const AGENT_SOCKET_PREFIX: &str = "agent-v1-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
-/// The agent: args socket path, idle seconds. Exits 0 at once when an agent already answers on
-/// the socket. Otherwise binds it (umask 077: only this user can connect), detaches, and serves
+/// The agent: args socket path, replica root, idle seconds. Exits 0 at once when an agent already
+/// answers on the socket. Otherwise checks that the socket's directory is a real directory of
+/// this user's with mode 0700 (it lives under /tmp), binds the socket, detaches, and serves
 /// each connection in a child: read `<length>\n<command>`, run `sh -c command` with the rest of
 /// the stream as stdin, reply `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the
-/// output. It exits when idle, or within 30 s of its socket being removed or replaced.
+/// output. It exits when idle, or within 30 s of its socket being removed or replaced or of the
+/// replica being deleted.
 const AGENT: &str = r#"
 use strict;
 use Socket;
 use POSIX ();
-my ($path, $idle) = @ARGV;
+my ($path, $root, $idle) = @ARGV;
+(my $dir = $path) =~ s{/[^/]*$}{};
+mkdir $dir, 0700;
+my @d = lstat $dir;
+exit 1 unless @d && -d _ && $d[4] == $< && ($d[2] & 077) == 0;
 socket(my $check, PF_UNIX, SOCK_STREAM, 0) or exit 1;
 exit 0 if connect($check, pack_sockaddr_un($path));
 close $check;
@@ -49,14 +56,14 @@ exit 0 if $pid;
 POSIX::setsid();
 chdir '/';
 open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
-$ENV{N10N_AGENT} = 1;
+$ENV{N10N_AGENT_SOCKET} = $path;
 $SIG{CHLD} = 'IGNORE';
 my $last_used = time;
 while (1) {
   my $rin = ''; vec($rin, fileno($server), 1) = 1;
   my $ready = select(my $rout = $rin, undef, undef, 30);
   my @st = stat $path;
-  exit 0 unless @st && $st[1] == $inode;
+  exit 0 unless @st && $st[1] == $inode && -d $root;
   if ($ready <= 0) { exit 0 if time - $last_used >= $idle; next; }
   accept(my $conn, $server) or next;
   $last_used = time;
@@ -175,46 +182,51 @@ if ($marker ne '') {
 }
 "#;
 
-/// Shell function `start_agent ROOT`: make sure an agent serves ROOT (not from inside one).
-fn start_agent_function() -> String {
+/// Shell functions: `agent_socket ROOT` prints where the agent for the replica at ROOT listens
+/// (inside an agent: its own socket); `start_agent ROOT` makes sure one serves it.
+fn agent_functions() -> String {
     format!(
-        "start_agent() {{ [ -n \"$N10N_AGENT\" ] || perl -e {agent} \"$1\"/{AGENT_SOCKET} {AGENT_IDLE_SECS} \
-         </dev/null >/dev/null 2>&1 || true; }}",
+        "agent_socket() {{ if [ -n \"$N10N_AGENT_SOCKET\" ]; then printf '%s' \"$N10N_AGENT_SOCKET\"; \
+         else printf '/tmp/n10n-dev-%s/{AGENT_SOCKET_PREFIX}%s.sock' \"$(id -u)\" \
+         \"$(printf '%s' \"$1\" | cksum | cut -d ' ' -f 1)\"; fi; }}; \
+         start_agent() {{ [ -n \"$N10N_AGENT_SOCKET\" ] || perl -e {agent} \"$(agent_socket \"$1\")\" \"$1\" \
+         {AGENT_IDLE_SECS} </dev/null >/dev/null 2>&1 || true; }}",
         agent = quote::quote(AGENT.as_bytes()),
     )
 }
 
-/// One round trip: `same ROOT` when the replica carries `expected_id`, else `list ROOT` and a
-/// listing of it (ROOT is the replica's absolute path, empty when it does not exist yet).
+/// One round trip: `same SOCKET` when the replica carries `expected_id`, else `list SOCKET` and
+/// a listing of it. SOCKET is where the replica's agent listens, empty when there is no replica.
 pub fn probe_command(dest: &str, expected_id: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "{start_agent}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
+        "{functions}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
          if [ -n \"$root\" ] && [ \"$(cat {MARKER} 2>/dev/null)\" = {id} ]; then \
-         echo \"same $root\"; start_agent \"$root\"; exit 0; fi; \
-         echo \"list $root\"; [ -n \"$root\" ] || exit 0; perl -e {lister} && start_agent \"$root\"",
-        start_agent = start_agent_function(),
+         start_agent \"$root\"; echo \"same $(agent_socket \"$root\")\"; exit 0; fi; \
+         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; \
+         start_agent \"$root\"; echo \"list $(agent_socket \"$root\")\"; perl -e {lister}",
+        functions = agent_functions(),
         id = quote::quote(expected_id.as_bytes()),
         lister = quote::quote(LISTER.as_bytes()),
     )
 }
 
 /// Reads the archive from stdin into staging, then applies the operations it carries, and
-/// answers `applied ROOT`.
+/// answers `applied SOCKET`.
 pub fn apply_command(dest: &str, new_marker: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "set -e; {start_agent}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; rm -rf -- {STAGING}; mkdir -- {STAGING}; \
+        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; rm -rf -- {STAGING}; mkdir -- {STAGING}; \
          tar -x -f - -C {STAGING} --no-same-owner; \
          perl -e {apply} {STAGING} {STAGING}/{OPS} {marker}; rm -rf -- {STAGING}; \
-         root=$(pwd -P); start_agent \"$root\"; echo \"applied $root\"",
-        start_agent = start_agent_function(),
+         root=$(pwd -P); start_agent \"$root\"; echo \"applied $(agent_socket \"$root\")\"",
+        functions = agent_functions(),
         apply = quote::quote(APPLY.as_bytes()),
         marker = quote::quote(new_marker.as_bytes()),
     )
 }
 
-/// The replica's absolute path from the apply script's answer.
+/// The agent's socket from the apply script's answer.
 pub fn parse_applied(output: &[u8]) -> Option<String> {
     let line = std::str::from_utf8(output).ok()?.lines().last()?;
     line.strip_prefix("applied ").map(str::to_string)
@@ -225,7 +237,7 @@ pub enum ProbeResult {
     Listed(Tree),
 }
 
-/// The answer, and the replica's absolute path when it exists.
+/// The answer, and the agent's socket when there is a replica.
 pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
     let bad = |why: &str| Error::Remote(format!("unexpected answer from the replica probe: {why}"));
     let end = output
@@ -233,11 +245,11 @@ pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
         .position(|&b| b == b'\n')
         .ok_or_else(|| bad("no header"))?;
     let header = std::str::from_utf8(&output[..end]).map_err(|_| bad("header"))?;
-    let (word, root) = header.split_once(' ').ok_or_else(|| bad("header"))?;
-    let root = (!root.is_empty()).then(|| root.to_string());
+    let (word, socket) = header.split_once(' ').ok_or_else(|| bad("header"))?;
+    let socket = (!socket.is_empty()).then(|| socket.to_string());
     let listing = &output[end + 1..];
     match word {
-        "same" => return Ok((ProbeResult::Same, root)),
+        "same" => return Ok((ProbeResult::Same, socket)),
         "list" => {}
         _ => return Err(bad("header")),
     }
@@ -268,7 +280,7 @@ pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
             },
         );
     }
-    Ok((ProbeResult::Listed(tree), root))
+    Ok((ProbeResult::Listed(tree), socket))
 }
 
 fn parse_number(field: &[u8]) -> Option<i64> {
@@ -299,7 +311,7 @@ mod tests {
         let mut child = std::process::Command::new("sh")
             .args(["-c", script])
             .env("HOME", home)
-            .env("N10N_AGENT", "1")
+            .env("N10N_AGENT_SOCKET", "/nonexistent/agent.sock")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -336,7 +348,7 @@ mod tests {
             parse_probe(&out.stdout).unwrap(),
             (ProbeResult::Same, Some(_))
         ));
-        assert_eq!(root, replica.canonicalize().unwrap().to_str().unwrap());
+        assert_eq!(root, "/nonexistent/agent.sock");
     }
 
     #[test]

@@ -204,7 +204,21 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
         "{}",
         stderr(&out)
     );
-    let socket = project.replica().join(".n10n-dev-agent-v1.sock");
+    let root = project.replica().canonicalize().unwrap();
+    let crc = run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!("printf '%s' '{}' | cksum | cut -d ' ' -f 1", root.display()),
+        ],
+    );
+    let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
+    let socket = std::path::PathBuf::from(format!(
+        "/tmp/n10n-dev-{}/agent-v1-{}.sock",
+        uid.trim(),
+        String::from_utf8(crc.stdout).unwrap().trim()
+    ));
+    assert!(!project.replica().join(".n10n-dev-agent-v1.sock").exists());
     let meta = wait_for("the agent's socket", Duration::from_secs(10), || {
         std::fs::symlink_metadata(&socket).ok()
     });
