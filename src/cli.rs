@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use crate::commands::{self, Context};
+use crate::config::BackendKind;
 use crate::error::Error;
 
 /// A Linux build machine for your Mac, in one command.
@@ -34,6 +35,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create or resume the build VM, provision it, pin its host key and sync the project
+    Up(UpArgs),
+    /// Show the backend, the VM's state, resources, SSH endpoint and host key
+    Status(StatusArgs),
+    /// Run the provision scripts again (only when they changed, unless --force)
+    Provision(ProvisionArgs),
+    /// Stop the VM (its disk and the replica are kept)
+    Stop,
+    /// Delete the VM and n10n-dev's state for it
+    Destroy(DestroyArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
     Sync(SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
@@ -47,6 +58,38 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Use this backend instead of the configured one: auto, lima, vagrant, native, ssh
+    #[arg(long, value_name = "B")]
+    pub backend: Option<BackendKind>,
+
+    /// Do not run the provision scripts
+    #[arg(long)]
+    pub no_provision: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Run every script even if the machine's stamp says they already ran
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +191,13 @@ async fn dispatch(cli: Cli) -> u8 {
 async fn run_command(cli: Cli) -> Result<i32, Error> {
     let context = || Context::new(cli.directory.as_deref(), cli.quiet);
     match cli.command {
+        Command::Up(args) => commands::up::run(&context()?, args).await.map(|()| 0),
+        Command::Status(args) => commands::status::run(&context()?, args).await.map(|()| 0),
+        Command::Provision(args) => commands::provision::run(&context()?, args)
+            .await
+            .map(|()| 0),
+        Command::Stop => commands::stop::run(&context()?).await.map(|()| 0),
+        Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,
         Command::Shell(args) => commands::shell::run(&context()?, args).await,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod progress;
+pub mod provision;
 pub mod ssh;
 pub mod state;
 pub mod sync;

@@ -42,3 +42,37 @@ impl TransferBar {
         self.bar.finish_and_clear();
     }
 }
+
+/// A named step: a spinner with the elapsed time and the latest line of output, on a terminal.
+pub struct Step {
+    bar: ProgressBar,
+}
+
+impl Step {
+    pub fn new(name: &str, quiet: bool) -> Step {
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let bar = ProgressBar::with_draw_target(
+            None,
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(name.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Step { bar }
+    }
+
+    pub fn message(&self, line: &str) {
+        self.bar.set_message(line.to_string());
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,5 +1,8 @@
 //! Backends: how to get a machine running and an SSH endpoint for it. One file per backend.
+//! The calls are blocking (they wait for tools such as `limactl`); commands run them off the
+//! async threads.
 
+mod lima;
 mod ssh;
 
 use crate::config::{BackendKind, Project};
@@ -8,11 +11,44 @@ use crate::host::{HostFacts, Os};
 use crate::ssh::Endpoint;
 use crate::state::StateDir;
 
+pub use lima::LimaBackend;
 pub use ssh::SshBackend;
 
-pub trait Backend {
-    /// Where to reach the machine over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineState {
+    Absent,
+    Stopped,
+    Running,
+    /// Needs a forced stop before it can start again; the tool's own words.
+    Broken(String),
+    /// A state the tool reports that n10n-dev has no name for.
+    Other(String),
+}
+
+impl std::fmt::Display for MachineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MachineState::Absent => f.write_str("not created"),
+            MachineState::Stopped => f.write_str("stopped"),
+            MachineState::Running => f.write_str("running"),
+            MachineState::Broken(why) if why.is_empty() => f.write_str("broken"),
+            MachineState::Broken(why) => write!(f, "broken ({why})"),
+            MachineState::Other(state) => f.write_str(state),
+        }
+    }
+}
+
+pub trait Backend: Send + Sync {
+    fn state(&self) -> Result<MachineState>;
+    /// Create the machine, or resume it; nothing when it is running.
+    fn start(&self) -> Result<()>;
+    fn stop(&self) -> Result<()>;
+    /// Delete the machine (not n10n-dev's own state about it).
+    fn destroy(&self) -> Result<()>;
+    /// Where to reach the running machine over SSH (asks the tool).
     fn endpoint(&self) -> Result<Endpoint>;
+    /// The endpoint as last seen, without asking the tool; it may be stale.
+    fn last_endpoint(&self) -> Option<Endpoint>;
 }
 
 /// The backend asked for: `--backend`, else `N10N_DEV_BACKEND`, else the config file.
@@ -63,9 +99,15 @@ pub fn open(
 ) -> Result<Box<dyn Backend>> {
     match resolve(requested(flag, project)?, facts)? {
         BackendKind::Ssh => Ok(Box::new(SshBackend::new(project, state)?)),
+        BackendKind::Lima => {
+            let limactl = facts.tools.limactl.clone().ok_or_else(|| {
+                Error::Usage("limactl is not on PATH: install Lima with `brew install lima`".into())
+            })?;
+            Ok(Box::new(LimaBackend::new(limactl, project, state)?))
+        }
         other => Err(Error::Usage(format!(
             "the `{other}` backend is not available in this version of n10n-dev; \
-             set [vm] backend = \"ssh\" with an [ssh] host, or N10N_DEV_BACKEND=ssh"
+             use backend \"lima\", or \"ssh\" with an [ssh] host"
         ))),
     }
 }

@@ -1,6 +1,6 @@
 //! The `ssh` backend: an existing Linux host (a remote builder, a CI box) that is always running.
 
-use super::Backend;
+use super::{Backend, MachineState};
 use crate::config::Project;
 use crate::error::{Error, Result};
 use crate::ssh::Endpoint;
@@ -30,8 +30,32 @@ impl SshBackend {
     }
 }
 
+/// The host is someone else's to run: n10n-dev only reaches it.
 impl Backend for SshBackend {
+    fn state(&self) -> Result<MachineState> {
+        Ok(MachineState::Running)
+    }
+
+    fn start(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<()> {
+        Err(Error::Usage(format!(
+            "the ssh backend does not manage {}; stop it by its own means",
+            self.endpoint.host
+        )))
+    }
+
+    fn destroy(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn endpoint(&self) -> Result<Endpoint> {
         Ok(self.endpoint.clone())
+    }
+
+    fn last_endpoint(&self) -> Option<Endpoint> {
+        Some(self.endpoint.clone())
     }
 }

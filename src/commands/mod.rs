@@ -1,15 +1,20 @@
 //! One file per subcommand; orchestration only.
 
+pub mod destroy;
+pub mod provision;
 pub mod run;
 pub mod shell;
 pub mod ssh_config;
+pub mod status;
+pub mod stop;
 pub mod sync;
+pub mod up;
 
 use std::path::Path;
 
-use crate::backend;
-use crate::config::Project;
-use crate::error::Result;
+use crate::backend::{self, Backend};
+use crate::config::{BackendKind, Project};
+use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::ssh::{Endpoint, Session};
 use crate::state::StateDir;
@@ -37,11 +42,36 @@ impl Context {
         })
     }
 
-    pub fn endpoint(&self) -> Result<Endpoint> {
-        backend::open(None, &self.project, &self.facts, &self.state)?.endpoint()
+    pub fn backend(&self, flag: Option<BackendKind>) -> Result<Box<dyn Backend>> {
+        backend::open(flag, &self.project, &self.facts, &self.state)
     }
 
+    /// Where the machine was last seen, else where its tool says it is.
+    pub fn endpoint(&self) -> Result<Endpoint> {
+        let backend = self.backend(None)?;
+        match backend.last_endpoint() {
+            Some(endpoint) => Ok(endpoint),
+            None => tokio::task::block_in_place(|| backend.endpoint()),
+        }
+    }
+
+    /// Connect to the machine: first where it was last seen (no call to its tool), then where
+    /// its tool says it is now.
     pub async fn connect(&self) -> Result<Session> {
-        Session::connect(&self.endpoint()?).await
+        let backend = self.backend(None)?;
+        let last = backend.last_endpoint();
+        let mut failure = None;
+        if let Some(endpoint) = &last {
+            match Session::connect(endpoint).await {
+                Ok(session) => return Ok(session),
+                Err(e @ (Error::HostKeyMismatch { .. } | Error::Identity { .. })) => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let current = tokio::task::block_in_place(|| backend.endpoint())?;
+        match failure {
+            Some(e) if last.as_ref() == Some(&current) => Err(e),
+            _ => Session::connect(&current).await,
+        }
     }
 }

@@ -60,6 +60,11 @@ impl Pin {
         state::write_atomically(&self.file, line.as_bytes())
     }
 
+    /// The pinned key's fingerprint, if one is pinned.
+    pub fn fingerprint(&self) -> Result<Option<String>> {
+        Ok(self.pinned_keys()?.first().map(fingerprint))
+    }
+
     pub fn is_recorded(&self) -> Result<bool> {
         Ok(!self.pinned_keys()?.is_empty())
     }

@@ -88,11 +88,26 @@ fn project_root_is_found_from_a_subdirectory_and_with_dash_c() {
 #[test]
 fn unavailable_backend_says_what_to_do() {
     let home = tempfile::tempdir().unwrap();
-    let dir = project_with("[vm]\nbackend = \"lima\"\n");
+    let dir = project_with("[vm]\nbackend = \"vagrant\"\n");
     let out = n10n(dir.path(), home.path(), &["sync"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("backend = \"ssh\""),
+        stderr(&out).contains("backend \"lima\""),
+        "{}",
+        stderr(&out)
+    );
+    // Lima asked for but not installed: say how to get it.
+    let out = std::process::Command::new(BIN)
+        .args(["sync"])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", home.path())
+        .env("N10N_DEV_BACKEND", "lima")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("brew install lima"),
         "{}",
         stderr(&out)
     );
@@ -123,13 +138,24 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
         .output()
         .unwrap();
     let help = stdout(&help);
-    for command in ["sync", "run", "shell", "ssh-config", "completions"] {
+    for command in [
+        "up",
+        "status",
+        "provision",
+        "stop",
+        "destroy",
+        "sync",
+        "run",
+        "shell",
+        "ssh-config",
+        "completions",
+    ] {
         assert!(
             help.contains(&format!("\n  {command} ")),
             "{command} missing from help"
         );
     }
-    for absent in ["build-image", "invoke", "check-base", "\n  up "] {
+    for absent in ["build-image", "invoke", "check-base", "doctor"] {
         assert!(
             !help.contains(absent),
             "{absent} is listed but not implemented"

@@ -96,10 +96,13 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n\
              PidFile {root}/sshd.pid\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n",
+             UsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n\
+             SetEnv HOME={root}/home\n",
             root = root.display()
         );
         std::fs::write(root.join("sshd_config"), config).unwrap();
+        // Sessions get a home of their own, so what the tool leaves in `~` stays in the test.
+        std::fs::create_dir_all(root.join("home")).unwrap();
         if user == "root" {
             let _ = std::fs::create_dir_all("/run/sshd");
         }

@@ -2,6 +2,8 @@
 
 mod harness;
 
+mod lima;
+
 mod artifacts;
 mod config;
 mod run;

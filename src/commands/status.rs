@@ -1,0 +1,60 @@
+//! `status [--json]`: backend, state, resources, SSH endpoint, host key, last sync.
+
+use serde::Serialize;
+
+use super::Context;
+use crate::cli::StatusArgs;
+use crate::error::Result;
+
+#[derive(Serialize)]
+struct Status {
+    name: String,
+    backend: String,
+    state: String,
+    cpus: u32,
+    memory: String,
+    disk: String,
+    endpoint: Option<String>,
+    host_key: Option<String>,
+    replica: String,
+}
+
+pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
+    let config = &ctx.project.config;
+    let kind = crate::backend::resolve(crate::backend::requested(None, &ctx.project)?, &ctx.facts)?;
+    let backend = ctx.backend(None)?;
+    let state = tokio::task::block_in_place(|| backend.state())?;
+    let endpoint = backend.last_endpoint();
+    let host_key = match &endpoint {
+        Some(e) => e.pin().fingerprint()?,
+        None => None,
+    };
+    let status = Status {
+        name: config.vm.name.clone(),
+        backend: kind.to_string(),
+        state: state.to_string(),
+        cpus: config.vm.cpus,
+        memory: config.vm.memory.to_string(),
+        disk: config.vm.disk.to_string(),
+        endpoint: endpoint.map(|e| e.to_string()),
+        host_key,
+        replica: config.sync.dest.clone(),
+    };
+    if args.json {
+        let json = serde_json::to_string_pretty(&status).expect("plain data");
+        println!("{json}");
+        return Ok(());
+    }
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("name:      {}", status.name);
+    println!("backend:   {}", status.backend);
+    println!("state:     {}", status.state);
+    println!(
+        "resources: {} cpus, {} memory, {} disk",
+        status.cpus, status.memory, status.disk
+    );
+    println!("ssh:       {}", or_none(&status.endpoint));
+    println!("host key:  {}", or_none(&status.host_key));
+    println!("replica:   {}", status.replica);
+    Ok(())
+}

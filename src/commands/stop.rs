@@ -1,0 +1,17 @@
+//! `stop`: stop the VM (its disk and the replica on it are kept).
+
+use super::Context;
+use crate::error::Result;
+use crate::progress::Step;
+
+pub async fn run(ctx: &Context) -> Result<()> {
+    let backend = ctx.backend(None)?;
+    let step = Step::new("stopping the VM", ctx.quiet);
+    let stopped = tokio::task::block_in_place(|| backend.stop());
+    step.finish();
+    stopped?;
+    if !ctx.quiet {
+        eprintln!("stop: {} is stopped", ctx.project.config.vm.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Provisioning over SSH: the idempotent scripts in `provision/`, run with root rights on the
+//! machine, their output shown as it comes, and a stamp (script contents + toolchain list) left
+//! on the machine so `up` re-runs them only when something changed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use russh::ChannelMsg;
+
+use crate::config::{Project, Toolchain};
+use crate::error::{Error, Result};
+use crate::progress::Step;
+use crate::ssh::Session;
+
+const STAMP_FILE: &str = "~/.n10n-dev/provision-stamp";
+
+/// One provision script: its name and contents.
+pub struct Script {
+    pub name: &'static str,
+    pub body: String,
+}
+
+const EMBEDDED: [(&str, &str); 3] = [
+    ("docker", include_str!("../provision/docker.sh")),
+    ("jvm", include_str!("../provision/jvm.sh")),
+    ("rust", include_str!("../provision/rust.sh")),
+];
+
+/// Docker always; then the toolchains configured, or detected from the project's build files.
+/// `N10N_DEV_PROVISION_DIR` replaces the built-in scripts with `<dir>/<name>.sh`.
+pub fn scripts_for(project: &Project) -> Result<Vec<Script>> {
+    let mut toolchains = project.config.vm.toolchains.clone();
+    if toolchains.is_empty() {
+        if project.root.join("build.sbt").is_file() {
+            toolchains.push(Toolchain::Jvm);
+        }
+        if project.root.join("Cargo.toml").is_file() {
+            toolchains.push(Toolchain::Rust);
+        }
+    }
+    let mut names = vec!["docker"];
+    names.extend(toolchains.iter().map(|t| match t {
+        Toolchain::Jvm => "jvm",
+        Toolchain::Rust => "rust",
+    }));
+    let override_dir = std::env::var_os("N10N_DEV_PROVISION_DIR");
+    names
+        .into_iter()
+        .map(|name| {
+            let body = match &override_dir {
+                Some(dir) => {
+                    let path = Path::new(dir).join(format!("{name}.sh"));
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
+                }
+                None => EMBEDDED
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .expect("embedded")
+                    .1
+                    .to_string(),
+            };
+            Ok(Script { name, body })
+        })
+        .collect()
+}
+
+/// What the machine must carry to count as provisioned with `scripts`.
+pub fn stamp(scripts: &[Script]) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for script in scripts {
+        for byte in script
+            .name
+            .bytes()
+            .chain([0])
+            .chain(script.body.bytes())
+            .chain([0])
+        {
+            hash = (hash ^ byte as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    let names: Vec<&str> = scripts.iter().map(|s| s.name).collect();
+    format!("{hash:016x} {}", names.join(","))
+}
+
+pub async fn is_current(session: &Session, stamp: &str) -> Result<bool> {
+    let out = session
+        .capture(None, &format!("cat {STAMP_FILE} 2>/dev/null || true"))
+        .await?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == stamp)
+}
+
+/// Run every script in order, then leave the stamp. Stops at the first failure, showing the
+/// end of the script's output.
+pub async fn run(session: &Session, scripts: &[Script], stamp: &str, quiet: bool) -> Result<()> {
+    for script in scripts {
+        run_one(session, script, quiet).await?;
+    }
+    let line = format!(
+        "mkdir -p ~/.n10n-dev && printf '%s\\n' {} > {STAMP_FILE}",
+        crate::ssh::quote::quote(stamp.as_bytes())
+    );
+    session
+        .capture(None, &line)
+        .await?
+        .success("recording the provision stamp")?;
+    Ok(())
+}
+
+async fn run_one(session: &Session, script: &Script, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let step = Step::new(&format!("provision: {}.sh", script.name), quiet);
+    // Root rights: directly as root, else through passwordless sudo (Lima and Vagrant users
+    // have it). N10N_USER tells the script whom to set things up for.
+    let command = "if [ \"$(id -u)\" = 0 ]; then N10N_USER=$(id -un) sh -s; \
+                   else sudo -n env N10N_USER=\"$(id -un)\" sh -s; fi";
+    let mut channel = session.open_exec(command).await?;
+    channel
+        .data(script.body.as_bytes())
+        .await
+        .map_err(|e| Error::Other(format!("cannot send {}.sh: {e}", script.name)))?;
+    let _ = channel.eof().await;
+    let mut output = Vec::new();
+    let mut status = None;
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                output.extend_from_slice(&data);
+                if let Some(line) = String::from_utf8_lossy(&output).lines().last() {
+                    step.message(line);
+                }
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    step.finish();
+    match status {
+        Some(0) => {
+            tracing::info!(
+                "provisioned {}.sh in {:.1?}",
+                script.name,
+                started.elapsed()
+            );
+            Ok(())
+        }
+        code => Err(Error::Remote(format!(
+            "provisioning failed in {}.sh (exit {}):\n{}\nnext: fix the cause above, then run \
+             `n10n-dev provision` (scripts are safe to re-run)",
+            script.name,
+            code.map_or("none: connection lost".into(), |c| c.to_string()),
+            last_lines(&output, 15)
+        ))),
+    }
+}
+
+fn last_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
