@@ -4,6 +4,7 @@
 
 mod lima;
 mod ssh;
+mod vagrant;
 
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
@@ -13,6 +14,7 @@ use crate::state::StateDir;
 
 pub use lima::LimaBackend;
 pub use ssh::SshBackend;
+pub use vagrant::VagrantBackend;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MachineState {
@@ -105,9 +107,18 @@ pub fn open(
             })?;
             Ok(Box::new(LimaBackend::new(limactl, project, state)?))
         }
+        BackendKind::Vagrant => {
+            let vagrant = facts.tools.vagrant.clone().ok_or_else(|| {
+                Error::Usage(
+                    "vagrant is not on PATH: install Vagrant and VirtualBox, or Lima (`brew install lima`)"
+                        .into(),
+                )
+            })?;
+            Ok(Box::new(VagrantBackend::new(vagrant, project, state)?))
+        }
         other => Err(Error::Usage(format!(
             "the `{other}` backend is not available in this version of n10n-dev; \
-             use backend \"lima\", or \"ssh\" with an [ssh] host"
+             use backend \"lima\", \"vagrant\", or \"ssh\" with an [ssh] host"
         ))),
     }
 }

@@ -88,7 +88,7 @@ fn project_root_is_found_from_a_subdirectory_and_with_dash_c() {
 #[test]
 fn unavailable_backend_says_what_to_do() {
     let home = tempfile::tempdir().unwrap();
-    let dir = project_with("[vm]\nbackend = \"vagrant\"\n");
+    let dir = project_with("[vm]\nbackend = \"native\"\n");
     let out = n10n(dir.path(), home.path(), &["sync"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

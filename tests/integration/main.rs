@@ -11,3 +11,4 @@ mod shell;
 mod ssh_config;
 mod sync;
 mod sync_props;
+mod vagrant;
