@@ -45,6 +45,8 @@ pub enum Command {
     Stop,
     /// Delete the VM and n10n-dev's state for it
     Destroy(DestroyArgs),
+    /// Show this machine's tools, the backend n10n-dev would use, and what to install
+    Doctor,
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
     Sync(SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
@@ -197,6 +199,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .await
             .map(|()| 0),
         Command::Stop => commands::stop::run(&context()?).await.map(|()| 0),
+        Command::Doctor => commands::doctor::run(&context()?).await.map(|()| 0),
         Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,

@@ -1,6 +1,7 @@
 //! One file per subcommand; orchestration only.
 
 pub mod destroy;
+pub mod doctor;
 pub mod provision;
 pub mod run;
 pub mod shell;

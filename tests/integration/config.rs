@@ -155,7 +155,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "{command} missing from help"
         );
     }
-    for absent in ["build-image", "invoke", "check-base", "doctor"] {
+    for absent in ["build-image", "invoke", "check-base"] {
         assert!(
             !help.contains(absent),
             "{absent} is listed but not implemented"
@@ -171,4 +171,26 @@ fn completions_are_generated() {
         .unwrap();
     assert!(out.status.success());
     assert!(stdout(&out).contains("ssh-config"));
+}
+
+#[test]
+fn doctor_names_missing_tools_and_the_backend() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_with("[vm]\nbackend = \"lima\"\n");
+    let out = std::process::Command::new(BIN)
+        .arg("doctor")
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", home.path())
+        .env_remove("N10N_DEV_BACKEND")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("limactl    not found (install: "), "{text}");
+    assert!(text.contains("backend:   lima"), "{text}");
+    assert!(
+        text.contains("verdict:   not ready: limactl is not on PATH"),
+        "{text}"
+    );
 }
