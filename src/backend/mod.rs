@@ -3,6 +3,7 @@
 //! async threads.
 
 mod lima;
+mod native;
 mod ssh;
 mod vagrant;
 
@@ -13,6 +14,7 @@ use crate::ssh::Endpoint;
 use crate::state::StateDir;
 
 pub use lima::LimaBackend;
+pub use native::NativeBackend;
 pub use ssh::SshBackend;
 pub use vagrant::VagrantBackend;
 
@@ -51,6 +53,10 @@ pub trait Backend: Send + Sync {
     fn endpoint(&self) -> Result<Endpoint>;
     /// The endpoint as last seen, without asking the tool; it may be stale.
     fn last_endpoint(&self) -> Option<Endpoint>;
+    /// Commands run on this machine, in the project itself (no SSH, no sync).
+    fn runs_locally(&self) -> bool {
+        false
+    }
 }
 
 /// The backend asked for: `--backend`, else `N10N_DEV_BACKEND`, else the config file.
@@ -67,8 +73,13 @@ pub fn requested(flag: Option<BackendKind>, project: &Project) -> Result<Backend
 }
 
 /// Resolve `auto` from host facts: macOS → lima, else vagrant with VirtualBox; Linux → native
-/// when Docker is there, else lima, else vagrant.
-pub fn resolve(kind: BackendKind, facts: &HostFacts) -> Result<BackendKind> {
+/// when Docker answers, else lima, else vagrant. `docker_answers` is asked only on Linux with
+/// docker on PATH (it runs `docker info`).
+pub fn resolve(
+    kind: BackendKind,
+    facts: &HostFacts,
+    docker_answers: impl FnOnce() -> bool,
+) -> Result<BackendKind> {
     if kind != BackendKind::Auto {
         return Ok(kind);
     }
@@ -82,7 +93,7 @@ pub fn resolve(kind: BackendKind, facts: &HostFacts) -> Result<BackendKind> {
              or set [vm] backend = \"ssh\" to use an existing Linux host"
                 .into(),
         )),
-        Os::Linux if tools.docker.is_some() => Ok(BackendKind::Native),
+        Os::Linux if tools.docker.is_some() && docker_answers() => Ok(BackendKind::Native),
         Os::Linux if tools.limactl.is_some() => Ok(BackendKind::Lima),
         Os::Linux if vagrant => Ok(BackendKind::Vagrant),
         _ => Err(Error::Usage(
@@ -92,6 +103,15 @@ pub fn resolve(kind: BackendKind, facts: &HostFacts) -> Result<BackendKind> {
     }
 }
 
+/// The backend that will serve: the one requested, with `auto` resolved on this machine.
+pub fn chosen(
+    flag: Option<BackendKind>,
+    project: &Project,
+    facts: &HostFacts,
+) -> Result<BackendKind> {
+    resolve(requested(flag, project)?, facts, native::docker_answers)
+}
+
 /// Open the project's backend.
 pub fn open(
     flag: Option<BackendKind>,
@@ -99,8 +119,9 @@ pub fn open(
     facts: &HostFacts,
     state: &StateDir,
 ) -> Result<Box<dyn Backend>> {
-    match resolve(requested(flag, project)?, facts)? {
+    match chosen(flag, project, facts)? {
         BackendKind::Ssh => Ok(Box::new(SshBackend::new(project, state)?)),
+        BackendKind::Native => Ok(Box::new(NativeBackend)),
         BackendKind::Lima => {
             let limactl = facts.tools.limactl.clone().ok_or_else(|| {
                 Error::Usage("limactl is not on PATH: install Lima with `brew install lima`".into())
@@ -116,10 +137,8 @@ pub fn open(
             })?;
             Ok(Box::new(VagrantBackend::new(vagrant, project, state)?))
         }
-        other => Err(Error::Usage(format!(
-            "the `{other}` backend is not available in this version of n10n-dev; \
-             use backend \"lima\", \"vagrant\", or \"ssh\" with an [ssh] host"
-        ))),
+        // `resolve` never answers `auto`.
+        BackendKind::Auto => Err(Error::Other("backend selection answered `auto`".into())),
     }
 }
 
@@ -151,17 +170,20 @@ mod tests {
     #[test]
     fn auto_prefers_lima_on_macos() {
         let mac = facts(Os::MacOs, &["limactl", "vagrant", "VBoxManage", "docker"]);
-        assert_eq!(resolve(BackendKind::Auto, &mac).unwrap(), BackendKind::Lima);
+        assert_eq!(
+            resolve(BackendKind::Auto, &mac, || true).unwrap(),
+            BackendKind::Lima
+        );
     }
 
     #[test]
     fn auto_falls_back_to_vagrant_only_with_virtualbox() {
         let with_vbox = facts(Os::MacOs, &["vagrant", "VBoxManage"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &with_vbox).unwrap(),
+            resolve(BackendKind::Auto, &with_vbox, || true).unwrap(),
             BackendKind::Vagrant
         );
-        let err = resolve(BackendKind::Auto, &facts(Os::MacOs, &["vagrant"])).unwrap_err();
+        let err = resolve(BackendKind::Auto, &facts(Os::MacOs, &["vagrant"]), || true).unwrap_err();
         assert!(err.to_string().contains("brew install lima"), "{err}");
     }
 
@@ -169,20 +191,29 @@ mod tests {
     fn auto_on_linux_uses_docker_first() {
         let linux = facts(Os::Linux, &["docker", "limactl"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &linux).unwrap(),
+            resolve(BackendKind::Auto, &linux, || true).unwrap(),
             BackendKind::Native
         );
         let no_docker = facts(Os::Linux, &["limactl"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &no_docker).unwrap(),
+            resolve(BackendKind::Auto, &no_docker, || true).unwrap(),
             BackendKind::Lima
         );
-        assert!(resolve(BackendKind::Auto, &facts(Os::Linux, &[])).is_err());
+        assert!(resolve(BackendKind::Auto, &facts(Os::Linux, &[]), || true).is_err());
+        let silent_docker = facts(Os::Linux, &["docker", "limactl"]);
+        assert_eq!(
+            resolve(BackendKind::Auto, &silent_docker, || false).unwrap(),
+            BackendKind::Lima,
+            "docker on PATH whose daemon does not answer"
+        );
     }
 
     #[test]
     fn explicit_choice_is_kept() {
         let bare = facts(Os::Linux, &[]);
-        assert_eq!(resolve(BackendKind::Ssh, &bare).unwrap(), BackendKind::Ssh);
+        assert_eq!(
+            resolve(BackendKind::Ssh, &bare, || true).unwrap(),
+            BackendKind::Ssh
+        );
     }
 }

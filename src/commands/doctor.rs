@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
         ctx.project.name
     );
     let requested = backend::requested(None, &ctx.project)?;
-    match backend::resolve(requested, facts) {
+    match backend::chosen(None, &ctx.project, facts) {
         Ok(kind) if kind == requested => println!("backend:   {kind}"),
         Ok(kind) => println!("backend:   {requested} → {kind}"),
         Err(e) => println!("backend:   {requested}: {e}"),

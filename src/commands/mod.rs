@@ -48,8 +48,7 @@ impl Context {
     }
 
     /// Where the machine was last seen, else where its tool says it is.
-    pub fn endpoint(&self) -> Result<Endpoint> {
-        let backend = self.backend(None)?;
+    pub fn endpoint(&self, backend: &dyn Backend) -> Result<Endpoint> {
         match backend.last_endpoint() {
             Some(endpoint) => Ok(endpoint),
             None => tokio::task::block_in_place(|| backend.endpoint()),
@@ -58,8 +57,7 @@ impl Context {
 
     /// Connect to the machine: first where it was last seen (no call to its tool), then where
     /// its tool says it is now.
-    pub async fn connect(&self) -> Result<Session> {
-        let backend = self.backend(None)?;
+    pub async fn connect(&self, backend: &dyn Backend) -> Result<Session> {
         let last = backend.last_endpoint();
         let mut failure = None;
         if let Some(endpoint) = &last {

@@ -2,11 +2,19 @@
 
 use super::Context;
 use crate::cli::ProvisionArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::provision;
 
 pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
-    let session = ctx.connect().await?;
+    let backend = ctx.backend(None)?;
+    if backend.runs_locally() {
+        return Err(Error::Usage(
+            "the native backend uses this machine as it is; install Docker and toolchains yourself \
+             (`n10n-dev doctor` shows what is there)"
+                .into(),
+        ));
+    }
+    let session = ctx.connect(backend.as_ref()).await?;
     let scripts = provision::scripts_for(&ctx.project)?;
     let stamp = provision::stamp(&scripts);
     if !args.force && provision::is_current(&session, &stamp).await? {

@@ -3,11 +3,20 @@
 use super::Context;
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
+use crate::local;
 use crate::ssh::{ExitCode, RemoteCommand, quote};
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let env = parse_env(&args.env, |key| std::env::var(key).ok())?;
-    let session = super::sync::connect_synced(ctx, !args.no_sync).await?;
+    let backend = ctx.backend(None)?;
+    if backend.runs_locally() {
+        let dir = match &args.workdir {
+            Some(dir) => ctx.project.root.join(dir),
+            None => ctx.project.root.clone(),
+        };
+        return local::run(&dir, &env, &args.command).await;
+    }
+    let session = super::sync::connect_synced(ctx, backend.as_ref(), !args.no_sync).await?;
     let dest = &ctx.project.config.sync.dest;
     let dir = match args.workdir {
         Some(dir) if dir.starts_with('/') || dir.starts_with('~') => dir,

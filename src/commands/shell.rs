@@ -6,7 +6,11 @@ use crate::error::Result;
 use crate::ssh::{ExitCode, RemoteCommand};
 
 pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
-    let session = super::sync::connect_synced(ctx, !args.no_sync).await?;
+    let backend = ctx.backend(None)?;
+    if backend.runs_locally() {
+        return crate::local::shell(&ctx.project.root).await;
+    }
+    let session = super::sync::connect_synced(ctx, backend.as_ref(), !args.no_sync).await?;
     session
         .shell(&RemoteCommand {
             dir: ctx.project.config.sync.dest.clone(),

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::ssh::{Endpoint, Session};
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let endpoint = ctx.endpoint()?;
+    let endpoint = ctx.endpoint(ctx.backend(None)?.as_ref())?;
     if !endpoint.pin().is_recorded()? {
         // Nothing pinned yet: connect once so the block can demand the key (StrictHostKeyChecking yes).
         Session::connect(&endpoint).await?;

@@ -21,7 +21,7 @@ struct Status {
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let config = &ctx.project.config;
-    let kind = crate::backend::resolve(crate::backend::requested(None, &ctx.project)?, &ctx.facts)?;
+    let kind = crate::backend::chosen(None, &ctx.project, &ctx.facts)?;
     let backend = ctx.backend(None)?;
     let state = tokio::task::block_in_place(|| backend.state())?;
     let endpoint = backend.last_endpoint();

@@ -22,6 +22,15 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     let vm = &ctx.project.config.vm.name;
     // Two `up` for one project wait for each other instead of creating two VMs.
     let _lock = Lock::acquire(&ctx.state.vm_dir(vm)?.join("up.lock"))?;
+    if backend.runs_locally() {
+        tokio::task::block_in_place(|| backend.start())?;
+        if !ctx.quiet {
+            eprintln!(
+                "up: no VM needed: Docker answers here, and commands run in the project itself"
+            );
+        }
+        return Ok(());
+    }
     let scripts = provision::scripts_for(&ctx.project)?;
     let stamp = provision::stamp(&scripts);
 

@@ -86,13 +86,20 @@ fn project_root_is_found_from_a_subdirectory_and_with_dash_c() {
 }
 
 #[test]
-fn unavailable_backend_says_what_to_do() {
+fn missing_backend_tools_say_what_to_install() {
     let home = tempfile::tempdir().unwrap();
-    let dir = project_with("[vm]\nbackend = \"native\"\n");
-    let out = n10n(dir.path(), home.path(), &["sync"]);
+    let dir = project_with("[vm]\nbackend = \"vagrant\"\n");
+    let out = std::process::Command::new(BIN)
+        .args(["sync"])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", home.path())
+        .env_remove("N10N_DEV_BACKEND")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("backend \"lima\""),
+        stderr(&out).contains("vagrant is not on PATH: install Vagrant and VirtualBox"),
         "{}",
         stderr(&out)
     );

@@ -3,6 +3,7 @@
 mod harness;
 
 mod lima;
+mod native;
 
 mod artifacts;
 mod config;

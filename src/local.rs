@@ -1,0 +1,63 @@
+//! Commands on this machine, for the native backend: the same contract as remote ones (exit
+//! code, 128+N for signal N, stdin and streams inherited, SIGTERM/SIGHUP passed on).
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::error::{Error, Result};
+use crate::ssh::ExitCode;
+
+/// Run `argv` in `dir` with extra `env`; Ctrl-C reaches it directly (same process group).
+pub async fn run(dir: &Path, env: &[(String, String)], argv: &[OsString]) -> Result<ExitCode> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::Usage("no command given".into()))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    wait(command, &program.to_string_lossy()).await
+}
+
+/// An interactive login shell in `dir`.
+pub async fn shell(dir: &Path) -> Result<ExitCode> {
+    let shell = std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into());
+    let mut command = Command::new(&shell);
+    command.arg("-l").current_dir(dir);
+    wait(command, &shell.to_string_lossy()).await
+}
+
+async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
+    let install = |kind| signal(kind).map_err(|e| Error::io("cannot install signal handler", e));
+    // The terminal sends Ctrl-C to the whole foreground group, the child included; n10n-dev
+    // only has to outlive it.
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    let mut hangup = install(SignalKind::hangup())?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot run {name}"), e))?;
+    let pid = child.id();
+    let forward = |sig: i32| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with our own child's pid.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    };
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| Error::io(format!("waiting for {name}"), e))?,
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => forward(libc::SIGTERM),
+            _ = hangup.recv() => forward(libc::SIGHUP),
+        }
+    };
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
