@@ -1,4 +1,5 @@
-# Shared by the benchmarks: a loopback sshd of our own, a project configured for it, timing.
+# Shared by the benchmarks and .ci/provision-check: a loopback sshd of our own, a project
+# configured for it, timing.
 # Source it; it sets WORK, PORT, KEY, USER_NAME, N10N and cleans up on exit.
 
 set -euo pipefail
@@ -6,8 +7,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/n10n-bench.XXXXXX)
 trap 'kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml"
-N10N="$ROOT/target/release/n10n-dev"
+# N10N_BIN: use this binary instead of building a release one (CI checks reuse the test build).
+if [ -n "${N10N_BIN:-}" ]; then
+  N10N=$N10N_BIN
+else
+  cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml"
+  N10N="$ROOT/target/release/n10n-dev"
+fi
 USER_NAME=$(id -un)
 KEY="$WORK/id_ed25519"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -142,6 +142,8 @@ async fn run_one(session: &Session, script: &Script, quiet: bool) -> Result<()> 
                 script.name,
                 started.elapsed()
             );
+            let said = String::from_utf8_lossy(&output);
+            tracing::debug!("{}.sh said:\n{}", script.name, said.trim_end());
             Ok(())
         }
         code => Err(Error::Remote(format!(
