@@ -83,6 +83,15 @@ pub fn stamp(scripts: &[Script]) -> String {
     format!("{hash:016x} {}", names.join(","))
 }
 
+/// Keep a copy of the machine's stamp under n10n-dev's state, for `status`.
+pub fn remember(vm_dir: &Path, stamp: &str) -> Result<()> {
+    crate::state::write_atomically(&vm_dir.join("provision-stamp"), stamp.as_bytes())
+}
+
+pub fn remembered(vm_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(vm_dir.join("provision-stamp")).ok()
+}
+
 pub async fn is_current(session: &Session, stamp: &str) -> Result<bool> {
     let out = session
         .capture(None, &format!("cat {STAMP_FILE} 2>/dev/null || true"))

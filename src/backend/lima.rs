@@ -212,6 +212,11 @@ impl Backend for LimaBackend {
     }
 }
 
+/// Lima 2.0 or newer?
+pub fn is_recent(limactl: &Path) -> bool {
+    check_version(limactl).is_ok()
+}
+
 fn check_version(limactl: &Path) -> Result<()> {
     let out = Command::new(limactl)
         .arg("--version")

@@ -72,29 +72,34 @@ pub fn requested(flag: Option<BackendKind>, project: &Project) -> Result<Backend
     }
 }
 
-/// Resolve `auto` from host facts: macOS → lima, else vagrant with VirtualBox; Linux → native
-/// when Docker answers, else lima, else vagrant. `docker_answers` is asked only on Linux with
-/// docker on PATH (it runs `docker info`).
-pub fn resolve(
-    kind: BackendKind,
-    facts: &HostFacts,
-    docker_answers: impl FnOnce() -> bool,
-) -> Result<BackendKind> {
+/// Questions `auto` puts to this machine only when the answer matters (each runs a tool).
+pub struct Probes<'a> {
+    /// Does `docker info` succeed?
+    pub docker_answers: &'a dyn Fn() -> bool,
+    /// Is this limactl Lima 2.0 or newer?
+    pub lima_is_recent: &'a dyn Fn(&std::path::Path) -> bool,
+}
+
+/// Resolve `auto` from host facts: macOS → lima if limactl ≥ 2.0 is there, else vagrant with
+/// VirtualBox; Linux → native when Docker answers, else lima, else vagrant.
+pub fn resolve(kind: BackendKind, facts: &HostFacts, probes: &Probes<'_>) -> Result<BackendKind> {
     if kind != BackendKind::Auto {
         return Ok(kind);
     }
     let tools = &facts.tools;
     let vagrant = tools.vagrant.is_some() && tools.vboxmanage.is_some();
+    let lima = || tools.limactl.as_deref().is_some_and(probes.lima_is_recent);
     match facts.os {
-        Os::MacOs if tools.limactl.is_some() => Ok(BackendKind::Lima),
+        Os::MacOs if lima() => Ok(BackendKind::Lima),
         Os::MacOs if vagrant => Ok(BackendKind::Vagrant),
         Os::MacOs => Err(Error::Usage(
-            "no VM tool found: install Lima with `brew install lima` (or Vagrant and VirtualBox), \
-             or set [vm] backend = \"ssh\" to use an existing Linux host"
+            "no VM tool found: install Lima 2.0 or newer with `brew install lima` (or `brew upgrade \
+             lima`), or Vagrant and VirtualBox; or set [vm] backend = \"ssh\" to use an existing \
+             Linux host"
                 .into(),
         )),
-        Os::Linux if tools.docker.is_some() && docker_answers() => Ok(BackendKind::Native),
-        Os::Linux if tools.limactl.is_some() => Ok(BackendKind::Lima),
+        Os::Linux if tools.docker.is_some() && (probes.docker_answers)() => Ok(BackendKind::Native),
+        Os::Linux if lima() => Ok(BackendKind::Lima),
         Os::Linux if vagrant => Ok(BackendKind::Vagrant),
         _ => Err(Error::Usage(
             "no backend fits this machine: install Docker, Lima or Vagrant, or set [vm] backend = \"ssh\""
@@ -109,7 +114,11 @@ pub fn chosen(
     project: &Project,
     facts: &HostFacts,
 ) -> Result<BackendKind> {
-    resolve(requested(flag, project)?, facts, native::docker_answers)
+    let probes = Probes {
+        docker_answers: &native::docker_answers,
+        lima_is_recent: &lima::is_recent,
+    };
+    resolve(requested(flag, project)?, facts, &probes)
 }
 
 /// Open the project's backend.
@@ -148,6 +157,15 @@ mod tests {
     use crate::host::{CpuArch, Tools};
     use std::path::PathBuf;
 
+    const YES: Probes<'static> = Probes {
+        docker_answers: &|| true,
+        lima_is_recent: &|_| true,
+    };
+    const DOCKER_SILENT: Probes<'static> = Probes {
+        docker_answers: &|| false,
+        lima_is_recent: &|_| true,
+    };
+
     fn facts(os: Os, tools: &[&str]) -> HostFacts {
         let has = |name: &str| {
             tools
@@ -171,19 +189,39 @@ mod tests {
     fn auto_prefers_lima_on_macos() {
         let mac = facts(Os::MacOs, &["limactl", "vagrant", "VBoxManage", "docker"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &mac, || true).unwrap(),
+            resolve(BackendKind::Auto, &mac, &YES).unwrap(),
             BackendKind::Lima
         );
+    }
+
+    #[test]
+    fn auto_skips_an_old_lima() {
+        let old_lima = Probes {
+            docker_answers: &|| true,
+            lima_is_recent: &|_| false,
+        };
+        let mac = facts(Os::MacOs, &["limactl", "vagrant", "VBoxManage"]);
+        assert_eq!(
+            resolve(BackendKind::Auto, &mac, &old_lima).unwrap(),
+            BackendKind::Vagrant
+        );
+        let err = resolve(
+            BackendKind::Auto,
+            &facts(Os::MacOs, &["limactl"]),
+            &old_lima,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("brew upgrade lima"), "{err}");
     }
 
     #[test]
     fn auto_falls_back_to_vagrant_only_with_virtualbox() {
         let with_vbox = facts(Os::MacOs, &["vagrant", "VBoxManage"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &with_vbox, || true).unwrap(),
+            resolve(BackendKind::Auto, &with_vbox, &YES).unwrap(),
             BackendKind::Vagrant
         );
-        let err = resolve(BackendKind::Auto, &facts(Os::MacOs, &["vagrant"]), || true).unwrap_err();
+        let err = resolve(BackendKind::Auto, &facts(Os::MacOs, &["vagrant"]), &YES).unwrap_err();
         assert!(err.to_string().contains("brew install lima"), "{err}");
     }
 
@@ -191,18 +229,18 @@ mod tests {
     fn auto_on_linux_uses_docker_first() {
         let linux = facts(Os::Linux, &["docker", "limactl"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &linux, || true).unwrap(),
+            resolve(BackendKind::Auto, &linux, &YES).unwrap(),
             BackendKind::Native
         );
         let no_docker = facts(Os::Linux, &["limactl"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &no_docker, || true).unwrap(),
+            resolve(BackendKind::Auto, &no_docker, &YES).unwrap(),
             BackendKind::Lima
         );
-        assert!(resolve(BackendKind::Auto, &facts(Os::Linux, &[]), || true).is_err());
+        assert!(resolve(BackendKind::Auto, &facts(Os::Linux, &[]), &YES).is_err());
         let silent_docker = facts(Os::Linux, &["docker", "limactl"]);
         assert_eq!(
-            resolve(BackendKind::Auto, &silent_docker, || false).unwrap(),
+            resolve(BackendKind::Auto, &silent_docker, &DOCKER_SILENT).unwrap(),
             BackendKind::Lima,
             "docker on PATH whose daemon does not answer"
         );
@@ -212,7 +250,7 @@ mod tests {
     fn explicit_choice_is_kept() {
         let bare = facts(Os::Linux, &[]);
         assert_eq!(
-            resolve(BackendKind::Ssh, &bare, || true).unwrap(),
+            resolve(BackendKind::Ssh, &bare, &YES).unwrap(),
             BackendKind::Ssh
         );
     }

@@ -17,6 +17,10 @@ struct Status {
     endpoint: Option<String>,
     host_key: Option<String>,
     replica: String,
+    provision_stamp: Option<String>,
+    /// Seconds since the Unix epoch.
+    last_sync: Option<u64>,
+    last_sync_entries: Option<usize>,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
@@ -29,6 +33,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
         Some(e) => e.pin().fingerprint()?,
         None => None,
     };
+    let last = crate::sync::last_sync(&ctx.project, &ctx.state)?;
     let status = Status {
         name: config.vm.name.clone(),
         backend: kind.to_string(),
@@ -39,6 +44,12 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
         endpoint: endpoint.map(|e| e.to_string()),
         host_key,
         replica: config.sync.dest.clone(),
+        provision_stamp: crate::provision::remembered(&ctx.state.vm_dir(&config.vm.name)?),
+        last_sync: last.map(|(when, _)| {
+            when.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        }),
+        last_sync_entries: last.map(|(_, entries)| entries),
     };
     if args.json {
         let json = serde_json::to_string_pretty(&status).expect("plain data");
@@ -56,5 +67,13 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     println!("ssh:       {}", or_none(&status.endpoint));
     println!("host key:  {}", or_none(&status.host_key));
     println!("replica:   {}", status.replica);
+    println!("provision: {}", or_none(&status.provision_stamp));
+    match last {
+        Some((when, entries)) => {
+            let ago = when.elapsed().map_or(0, |d| d.as_secs());
+            println!("last sync: {ago} s ago, {entries} entries");
+        }
+        None => println!("last sync: -"),
+    }
     Ok(())
 }

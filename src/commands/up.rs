@@ -38,8 +38,11 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
         Some(session) => session,
         None => start(ctx, backend.as_ref()).await?,
     };
-    if !args.no_provision && !provision::is_current(&session, &stamp).await? {
-        provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
+    if !args.no_provision {
+        if !provision::is_current(&session, &stamp).await? {
+            provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
+        }
+        provision::remember(&ctx.state.vm_dir(vm)?, &stamp)?;
     }
     let pending = sync::begin(&ctx.project, &ctx.state)?;
     let summary = pending

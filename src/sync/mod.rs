@@ -125,6 +125,18 @@ pub struct Pending {
     scan: tokio::task::JoinHandle<Result<(Rules, tree::Tree)>>,
 }
 
+/// When the replica was last confirmed, and how many entries it held then.
+pub fn last_sync(project: &Project, state: &StateDir) -> Result<Option<(SystemTime, usize)>> {
+    let record = record_path(state, project)?;
+    let Some(baseline) = Baseline::load(&record) else {
+        return Ok(None);
+    };
+    let when = std::fs::metadata(&record)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(Some((when, baseline.tree.len())))
+}
+
 /// Start a sync of `project` (call from within the async runtime).
 pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
     let started = Instant::now();

@@ -146,6 +146,12 @@ fn up_creates_provisions_pins_and_syncs_then_is_a_no_op() {
             .unwrap()
             .starts_with("ssh-ed25519 SHA256:")
     );
+    let stamp = status["provision_stamp"].as_str().unwrap();
+    assert!(stamp.ends_with(" docker"), "{status}");
+    assert!(
+        status["last_sync_entries"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
 }
 
 #[test]
