@@ -88,3 +88,10 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|source| Error::io(context(), source))
     }
 }
+
+/// The last `n` lines of a tool's output, for error messages.
+pub fn last_lines(output: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

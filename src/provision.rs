@@ -8,7 +8,7 @@ use std::time::Instant;
 use russh::ChannelMsg;
 
 use crate::config::{Project, Toolchain};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, last_lines};
 use crate::progress::Step;
 use crate::ssh::Session;
 
@@ -163,10 +163,4 @@ async fn run_one(session: &Session, script: &Script, quiet: bool) -> Result<()> 
             last_lines(&output, 15)
         ))),
     }
-}
-
-fn last_lines(bytes: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

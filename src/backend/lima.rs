@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{Backend, MachineState};
 use crate::config::{Arch, Project};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, last_lines};
 use crate::ssh::Endpoint;
 use crate::state::{self, StateDir};
 
@@ -107,7 +107,7 @@ impl LimaBackend {
         if args.contains(&"start") && matches!(self.state()?, MachineState::Running) {
             tracing::warn!(
                 "limactl reports the VM as degraded: {}",
-                tail(&out.stderr, 5)
+                last_lines(&out.stderr, 5)
             );
             return Ok(());
         }
@@ -116,7 +116,7 @@ impl LimaBackend {
              its logs are in the instance directory",
             args.join(" "),
             out.status.code().unwrap_or(-1),
-            tail(&out.stderr, 15),
+            last_lines(&out.stderr, 15),
             self.name
         )))
     }
@@ -201,14 +201,12 @@ impl Backend for LimaBackend {
             host_key_alias: self.name.clone(),
             known_hosts: self.known_hosts.clone(),
         };
-        let json = serde_json::to_vec(&endpoint).expect("plain data");
-        state::write_atomically(&self.state_dir.join("endpoint.json"), &json)?;
+        super::remember_endpoint(&self.state_dir, &endpoint)?;
         Ok(endpoint)
     }
 
     fn last_endpoint(&self) -> Option<Endpoint> {
-        let json = std::fs::read(self.state_dir.join("endpoint.json")).ok()?;
-        serde_json::from_slice(&json).ok()
+        super::remembered_endpoint(&self.state_dir)
     }
 }
 
@@ -250,22 +248,13 @@ fn parse_list(stdout: &[u8], name: &str) -> Result<Instance> {
         .map_err(|e| Error::Other(format!("cannot read `limactl list {name} --json`: {e}")))
 }
 
-/// `User` and `IdentityFile` from a Lima ssh.config (values may be double-quoted).
+/// `User` and `IdentityFile` from a Lima ssh.config.
 fn parse_ssh_config(text: &str) -> Option<(String, PathBuf)> {
-    let value = |key: &str| {
-        text.lines().find_map(|line| {
-            let (k, v) = line.trim().split_once(char::is_whitespace)?;
-            k.eq_ignore_ascii_case(key)
-                .then(|| v.trim().trim_matches('"').to_string())
-        })
-    };
-    Some((value("User")?, PathBuf::from(value("IdentityFile")?)))
-}
-
-fn tail(bytes: &[u8], lines: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let user = super::ssh_config_value(text, "User")?;
+    Some((
+        user,
+        PathBuf::from(super::ssh_config_value(text, "IdentityFile")?),
+    ))
 }
 
 #[cfg(test)]

@@ -59,6 +59,26 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Remember where a VM's SSH answered (`vm_dir/endpoint.json`), so later commands need no call
+/// to its tool.
+fn remember_endpoint(vm_dir: &std::path::Path, endpoint: &Endpoint) -> Result<()> {
+    let json = serde_json::to_vec(endpoint).expect("plain data");
+    crate::state::write_atomically(&vm_dir.join("endpoint.json"), &json)
+}
+
+fn remembered_endpoint(vm_dir: &std::path::Path) -> Option<Endpoint> {
+    serde_json::from_slice(&std::fs::read(vm_dir.join("endpoint.json")).ok()?).ok()
+}
+
+/// A value from an OpenSSH config block: `Key value`, the value maybe double-quoted.
+fn ssh_config_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.trim().split_once(char::is_whitespace)?;
+        k.eq_ignore_ascii_case(key)
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
 /// The backend asked for: `--backend`, else `N10N_DEV_BACKEND`, else the config file.
 pub fn requested(flag: Option<BackendKind>, project: &Project) -> Result<BackendKind> {
     if let Some(kind) = flag {

@@ -31,6 +31,7 @@ const SCRIPTS: [(&str, &str); 3] = [
 pub struct VagrantBackend {
     vagrant: PathBuf,
     name: String,
+    vm_dir: PathBuf,
     /// VAGRANT_CWD: the Vagrantfile, provision/ and Vagrant's own `.vagrant/`.
     dir: PathBuf,
     env: Vec<(&'static str, String)>,
@@ -53,6 +54,7 @@ impl VagrantBackend {
             vagrant,
             name: vm.name.clone(),
             dir: vm_dir.join("vagrant"),
+            vm_dir: vm_dir.clone(),
             env: vec![
                 ("N10N_VM_NAME", vm.name.clone()),
                 ("N10N_CPUS", vm.cpus.to_string()),
@@ -161,13 +163,7 @@ impl Backend for VagrantBackend {
             )));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let value = |key: &str| {
-            text.lines().find_map(|line| {
-                let (k, v) = line.trim().split_once(char::is_whitespace)?;
-                k.eq_ignore_ascii_case(key)
-                    .then(|| v.trim().trim_matches('"').to_string())
-            })
-        };
+        let value = |key: &str| super::ssh_config_value(&text, key);
         let missing = || {
             Error::Other("`vagrant ssh-config` lacks HostName, Port, User or IdentityFile".into())
         };
@@ -181,14 +177,12 @@ impl Backend for VagrantBackend {
             host_key_alias: self.name.clone(),
             known_hosts: self.known_hosts.clone(),
         };
-        let json = serde_json::to_vec(&endpoint).expect("plain data");
-        state::write_atomically(&self.dir.with_file_name("endpoint.json"), &json)?;
+        super::remember_endpoint(&self.vm_dir, &endpoint)?;
         Ok(endpoint)
     }
 
     fn last_endpoint(&self) -> Option<Endpoint> {
-        let json = std::fs::read(self.dir.with_file_name("endpoint.json")).ok()?;
-        serde_json::from_slice(&json).ok()
+        super::remembered_endpoint(&self.vm_dir)
     }
 }
 
