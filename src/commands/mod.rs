@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::backend::{self, Backend};
 use crate::config::{BackendKind, Project};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::HostFacts;
 use crate::ssh::{Endpoint, Session};
 use crate::state::StateDir;
@@ -61,9 +61,10 @@ impl Context {
         let last = backend.last_endpoint();
         let mut failure = None;
         if let Some(endpoint) = &last {
+            // Any failure, a host key mismatch included, may only mean the address is stale:
+            // Lima gives a restarted VM a new port, and another VM may have the old one.
             match Session::connect(endpoint).await {
                 Ok(session) => return Ok(session),
-                Err(e @ (Error::HostKeyMismatch { .. } | Error::Identity { .. })) => return Err(e),
                 Err(e) => failure = Some(e),
             }
         }
