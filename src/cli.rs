@@ -47,6 +47,8 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Show this machine's tools, the backend n10n-dev would use, and what to install
     Doctor,
+    /// Build the container image in the VM from cold: up, sync, build, describe
+    BuildImage(BuildImageArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
     Sync(SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
@@ -71,6 +73,25 @@ pub struct UpArgs {
     /// Do not run the provision scripts
     #[arg(long)]
     pub no_provision: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildImageArgs {
+    /// Image tag (before $BUILD_NUMBER and [image] tag)
+    #[arg(long, value_name = "T")]
+    pub tag: Option<String>,
+
+    /// linux/amd64 or linux/arm64 (default: [image] platform)
+    #[arg(long, value_name = "P")]
+    pub platform: Option<String>,
+
+    /// Also write the image, as `docker save` makes it, to FILE here
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+
+    /// Do not sync the project first
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +221,9 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .map(|()| 0),
         Command::Stop => commands::stop::run(&context()?).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(&context()?).await.map(|()| 0),
+        Command::BuildImage(args) => commands::build_image::run(&context()?, args)
+            .await
+            .map(|()| 0),
         Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod image;
 pub mod local;
 pub mod progress;
 pub mod provision;

@@ -1,5 +1,6 @@
 //! One file per subcommand; orchestration only.
 
+pub mod build_image;
 pub mod destroy;
 pub mod doctor;
 pub mod provision;

@@ -19,52 +19,62 @@ const SSH_DEADLINE: Duration = Duration::from_secs(300);
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let backend = ctx.backend(args.backend)?;
+    let session = bring_up(ctx, backend.as_ref(), !args.no_provision, true).await?;
+    if !ctx.quiet {
+        match session {
+            Some(session) => eprintln!(
+                "up: {} is ready at {} ({:.1} s)",
+                ctx.project.config.vm.name,
+                session.endpoint(),
+                started.elapsed().as_secs_f64()
+            ),
+            None => eprintln!(
+                "up: no VM needed: Docker answers here, and commands run in the project itself"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The work of `up`, shared with `build-image`: the machine running, provisioned and synced
+/// as asked. `None` for the native backend, where commands run on this machine.
+pub async fn bring_up(
+    ctx: &Context,
+    backend: &dyn Backend,
+    provision: bool,
+    sync: bool,
+) -> Result<Option<Session>> {
     let vm = &ctx.project.config.vm.name;
     // Two `up` for one project wait for each other instead of creating two VMs.
     let _lock = Lock::acquire(&ctx.state.vm_dir(vm)?.join("up.lock"))?;
     if backend.runs_locally() {
         tokio::task::block_in_place(|| backend.start())?;
-        if !ctx.quiet {
-            eprintln!(
-                "up: no VM needed: Docker answers here, and commands run in the project itself"
-            );
-        }
-        return Ok(());
+        return Ok(None);
     }
-    let scripts = provision::scripts_for(&ctx.project)?;
-    let stamp = provision::stamp(&scripts);
-
-    let session = match reuse(backend.as_ref()).await {
+    let session = match reuse(backend).await {
         Some(session) => session,
-        None => start(ctx, backend.as_ref()).await?,
+        None => start(ctx, backend).await?,
     };
-    if !args.no_provision {
+    if provision {
+        let scripts = provision::scripts_for(&ctx.project)?;
+        let stamp = provision::stamp(&scripts);
         if !provision::is_current(&session, &stamp).await? {
             provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
         }
         provision::remember(&ctx.state.vm_dir(vm)?, &stamp)?;
     }
-    let pending = sync::begin(&ctx.project, &ctx.state)?;
-    let summary = pending
-        .finish(
-            &session,
-            &sync::Options {
-                dry_run: false,
-                progress: !ctx.quiet,
-            },
-        )
-        .await?;
-    if !ctx.quiet {
-        if summary.changed() {
+    if sync {
+        let pending = sync::begin(&ctx.project, &ctx.state)?;
+        let options = sync::Options {
+            dry_run: false,
+            progress: !ctx.quiet,
+        };
+        let summary = pending.finish(&session, &options).await?;
+        if summary.changed() && !ctx.quiet {
             eprintln!("{summary}");
         }
-        eprintln!(
-            "up: {vm} is ready at {} ({:.1} s)",
-            session.endpoint(),
-            started.elapsed().as_secs_f64()
-        );
     }
-    Ok(())
+    Ok(Some(session))
 }
 
 /// The machine as it was left: connect to the endpoint seen last time, if it still answers.

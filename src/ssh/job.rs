@@ -57,6 +57,35 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Run `command`, writing its stdout into `file` as it arrives; stderr and status collected.
+    pub async fn download(&self, command: &str, mut file: std::fs::File) -> Result<Captured> {
+        use std::io::Write;
+        let channel = self.open_exec(command).await?;
+        let _ = channel.eof().await;
+        let (mut reader, _writer) = channel.split();
+        let mut captured = Captured::default();
+        let mut status = None;
+        while let Some(msg) = reader.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => file
+                    .write_all(&data)
+                    .map_err(|e| Error::io("cannot write the download", e))?,
+                ChannelMsg::ExtendedData { data, .. } => captured.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    status = Some(128 + signal_number(&signal_name))
+                }
+                _ => {}
+            }
+        }
+        file.sync_all()
+            .map_err(|e| Error::io("cannot write the download", e))?;
+        captured.status = status.ok_or_else(|| cut_off(&self.endpoint.to_string()))?;
+        Ok(captured)
+    }
+}
+
 impl Job {
     /// Send EOF and wait for the output.
     pub async fn finish(self) -> Result<Captured> {

@@ -1,12 +1,13 @@
-//! Integration tests: the real binary against a real OpenSSH sshd on 127.0.0.1.
+//! Integration tests: the real binary against a real OpenSSH sshd on 127.0.0.1 (and, for
+//! images, the real Docker engine).
 
 mod harness;
 
-mod lima;
-mod native;
-
 mod artifacts;
 mod config;
+mod image;
+mod lima;
+mod native;
 mod run;
 mod shell;
 mod ssh_config;

@@ -1,0 +1,128 @@
+//! `build-image [--tag T] [--platform P] [--save FILE] [--no-sync]`: from cold to a Lambda-ready
+//! image in one command: bring the machine up (as `up` does), sync, build, describe the image.
+
+use std::io::Write;
+
+use super::Context;
+use crate::cli::BuildImageArgs;
+use crate::error::{Error, Result};
+use crate::image::{self, ImageFacts, Place};
+use crate::sync::human_bytes;
+
+pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
+    let config = &ctx.project.config.image;
+    let platform = args.platform.unwrap_or_else(|| config.platform.0.clone());
+    if !matches!(platform.as_str(), "linux/amd64" | "linux/arm64") {
+        return Err(Error::Usage(format!(
+            "--platform {platform}: Lambda runs linux/amd64 or linux/arm64"
+        )));
+    }
+    let tag = args
+        .tag
+        .or_else(|| std::env::var("BUILD_NUMBER").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| config.tag.clone());
+    let reference = format!("{}:{tag}", config.name);
+    let command = image::build_command(
+        config.build.as_deref(),
+        &ctx.project.root,
+        &reference,
+        &platform,
+    )?;
+
+    let backend = ctx.backend(None)?;
+    let session = super::up::bring_up(ctx, backend.as_ref(), true, !args.no_sync).await?;
+    let place = match &session {
+        Some(session) => Place::Remote {
+            session,
+            dir: ctx.project.config.sync.dest.clone(),
+        },
+        None => Place::Local {
+            dir: ctx.project.root.clone(),
+        },
+    };
+
+    let before = image::image_ids(&place).await?;
+    let env = vec![
+        ("N10N_IMAGE".to_string(), reference.clone()),
+        ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
+    ];
+    let code = place.run(&command, &env).await?;
+    if code != 0 {
+        return Err(Error::Other(format!(
+            "the build failed (exit {code}): {command}\nits output ends above; nothing was saved"
+        )));
+    }
+    let image = find_built(&place, &before, &reference).await?;
+    let label = &ctx.project.config.base.label;
+    let tag = print_summary(&image, &reference, &platform, label)?;
+    if let Some(file) = &args.save {
+        // By name, so that `docker load` restores the tag too.
+        image::save(&place, tag.as_deref().unwrap_or(&image.id), file).await?;
+        if !ctx.quiet {
+            eprintln!(
+                "build-image: saved to {} (`docker load -i` reads it)",
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The image the build made: the newest of those that were not there before, else (a cached
+/// rebuild makes nothing new) the expected name:tag.
+async fn find_built(place: &Place<'_>, before: &[String], reference: &str) -> Result<ImageFacts> {
+    let after = image::image_ids(place).await?;
+    let mut newest: Option<ImageFacts> = None;
+    for id in after.iter().filter(|id| !before.contains(id)) {
+        if let Some(facts) = image::inspect(place, id).await?
+            && newest.as_ref().is_none_or(|n| facts.created > n.created)
+        {
+            newest = Some(facts);
+        }
+    }
+    if let Some(image) = newest {
+        return Ok(image);
+    }
+    image::inspect(place, reference).await?.ok_or_else(|| {
+        Error::Other(format!(
+            "the build made no new image and there is no {reference}: set [image] name and tag \
+             to what the build produces"
+        ))
+    })
+}
+
+/// Print what was built; returns the name:tag it goes by, if any.
+fn print_summary(
+    image: &ImageFacts,
+    reference: &str,
+    platform: &str,
+    label: &str,
+) -> Result<Option<String>> {
+    let tag = image
+        .tags
+        .iter()
+        .find(|t| t.as_str() == reference)
+        .or(image.tags.first())
+        .cloned();
+    let shown = tag.clone().unwrap_or_else(|| "<untagged>".into());
+    let base = match image.labels.get(label).and_then(|v| v.as_str()) {
+        Some(value) => format!("{value} ({label})"),
+        None => format!("none (no {label} label)"),
+    };
+    let built = format!("{}/{}", image.os, image.architecture);
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(
+        out,
+        "image:    {shown}\nid:       {}\nsize:     {}\nplatform: {built}\ncreated:  {}\nbase:     {base}",
+        image.id,
+        human_bytes(image.size),
+        image.created
+    );
+    written.map_err(|e| Error::io("cannot write to standard output", e))?;
+    if built != platform {
+        eprintln!(
+            "warning: the image is {built}, but the function runs {platform}: Lambda will refuse it"
+        );
+    }
+    Ok(tag)
+}

@@ -1,0 +1,246 @@
+//! Container images: choosing the build command, finding what it built, describing it and
+//! saving it. Commands run on the build machine, or here for the native backend.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::local;
+use crate::ssh::{Captured, ExitCode, RemoteCommand, Session, quote};
+
+/// Where the project's commands run.
+pub enum Place<'a> {
+    /// In the replica on the build machine.
+    Remote { session: &'a Session, dir: String },
+    /// In the project itself (native backend).
+    Local { dir: PathBuf },
+}
+
+impl Place<'_> {
+    /// Run a shell command line with output streamed; its exit code.
+    pub async fn run(&self, line: &str, env: &[(String, String)]) -> Result<ExitCode> {
+        match self {
+            Place::Remote { session, dir } => {
+                session
+                    .run(&RemoteCommand {
+                        dir: dir.clone(),
+                        env: env.to_vec(),
+                        command_line: quote::join(&["sh", "-c", line]),
+                    })
+                    .await
+            }
+            Place::Local { dir } => {
+                local::run(dir, env, &["sh".into(), "-c".into(), line.into()]).await
+            }
+        }
+    }
+
+    /// Run a shell command line and collect its output.
+    pub async fn capture(&self, line: &str) -> Result<Captured> {
+        match self {
+            Place::Remote { session, .. } => session.capture(None, line).await,
+            Place::Local { dir } => {
+                let out = tokio::process::Command::new("sh")
+                    .args(["-c", line])
+                    .current_dir(dir)
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| Error::io("cannot run sh", e))?;
+                Ok(Captured {
+                    status: out.status.code().unwrap_or(128),
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                })
+            }
+        }
+    }
+
+    /// Write the output of `line` into `file`; its exit status and stderr.
+    async fn capture_into(&self, line: &str, file: std::fs::File) -> Result<Captured> {
+        match self {
+            Place::Remote { session, .. } => session.download(line, file).await,
+            Place::Local { dir } => {
+                let out = tokio::process::Command::new("sh")
+                    .args(["-c", line])
+                    .current_dir(dir)
+                    .stdin(Stdio::null())
+                    .stdout(file)
+                    .output()
+                    .await
+                    .map_err(|e| Error::io("cannot run sh", e))?;
+                Ok(Captured {
+                    status: out.status.code().unwrap_or(128),
+                    stdout: Vec::new(),
+                    stderr: out.stderr,
+                })
+            }
+        }
+    }
+}
+
+/// The build command: `[image] build`, else detected from the project's files.
+pub fn build_command(
+    configured: Option<&str>,
+    root: &Path,
+    reference: &str,
+    platform: &str,
+) -> Result<String> {
+    if let Some(command) = configured {
+        return Ok(command.to_string());
+    }
+    if root.join("build.sbt").is_file() {
+        return Ok("sbt docker:publishLocal".into());
+    }
+    if root.join("Dockerfile").is_file() {
+        // Lambda rejects image indexes, so no provenance or SBOM attestations. Without buildx
+        // (Debian 12's docker.io) plain `docker build` makes a single-platform image too.
+        let (reference, platform) = (
+            quote::quote(reference.as_bytes()),
+            quote::quote(platform.as_bytes()),
+        );
+        return Ok(format!(
+            "if docker buildx version >/dev/null 2>&1; then \
+             docker buildx build --platform {platform} --provenance=false --sbom=false --load -t {reference} .; \
+             else echo 'n10n-dev: no buildx on the build machine; using docker build' >&2; \
+             docker build --platform {platform} -t {reference} .; fi"
+        ));
+    }
+    Err(Error::Usage(
+        "nothing to build: no [image] build command in n10n-dev.toml, and the project root has \
+         neither a Dockerfile (docker build) nor a build.sbt (sbt docker:publishLocal)"
+            .into(),
+    ))
+}
+
+/// Image ids present on the engine.
+pub async fn image_ids(place: &Place<'_>) -> Result<Vec<String>> {
+    let out = place
+        .capture("docker image ls -q --no-trunc")
+        .await?
+        .success("listing images")?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// What `docker image inspect` says of one image.
+#[derive(Debug)]
+pub struct ImageFacts {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub os: String,
+    pub architecture: String,
+    pub created: String,
+    pub labels: serde_json::Map<String, Value>,
+}
+
+pub async fn inspect(place: &Place<'_>, image: &str) -> Result<Option<ImageFacts>> {
+    let line = format!("docker image inspect {}", quote::quote(image.as_bytes()));
+    let out = place.capture(&line).await?;
+    if out.status != 0 {
+        return Ok(None);
+    }
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Other(format!("cannot read `docker image inspect`: {e}")))?;
+    Ok(Some(parse_inspect(&json[0])))
+}
+
+fn parse_inspect(image: &Value) -> ImageFacts {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    ImageFacts {
+        id: text(&image["Id"]),
+        tags: image["RepoTags"]
+            .as_array()
+            .map(|tags| tags.iter().map(text).collect())
+            .unwrap_or_default(),
+        size: image["Size"].as_u64().unwrap_or(0),
+        os: text(&image["Os"]),
+        architecture: text(&image["Architecture"]),
+        created: text(&image["Created"]),
+        labels: image["Config"]["Labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+/// Stream `docker save` of `image` into `file`, whole or not at all: it is written under a
+/// temporary name beside `file` and renamed when complete.
+pub async fn save(place: &Place<'_>, image: &str, file: &Path) -> Result<()> {
+    let partial = file.with_file_name(format!(
+        ".{}.partial-{}",
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let out = std::fs::File::create(&partial)
+        .map_err(|e| Error::io(format!("cannot create {}", partial.display()), e))?;
+    let line = format!("docker save {}", quote::quote(image.as_bytes()));
+    let result = place
+        .capture_into(&line, out)
+        .await
+        .and_then(|c| c.success("docker save").map(drop));
+    match result.and_then(|()| {
+        std::fs::rename(&partial, file)
+            .map_err(|e| Error::io(format!("cannot write {}", file.display()), e))
+    }) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_command_is_configured_or_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = build_command(None, dir.path(), "x:dev", "linux/amd64").unwrap_err();
+        assert!(
+            none.is_usage()
+                && none.to_string().contains("Dockerfile")
+                && none.to_string().contains("build.sbt")
+        );
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let docker = build_command(None, dir.path(), "x:dev", "linux/amd64").unwrap();
+        assert!(docker.contains("docker buildx build --platform linux/amd64 --provenance=false --sbom=false --load -t x:dev ."));
+        assert!(docker.contains("docker build --platform linux/amd64 -t x:dev ."));
+        std::fs::write(dir.path().join("build.sbt"), "").unwrap();
+        assert_eq!(
+            build_command(None, dir.path(), "x:dev", "linux/amd64").unwrap(),
+            "sbt docker:publishLocal"
+        );
+        assert_eq!(
+            build_command(Some("make image"), dir.path(), "x:dev", "linux/amd64").unwrap(),
+            "make image"
+        );
+    }
+
+    #[test]
+    fn inspect_output_is_read() {
+        let json: Value = serde_json::from_str(
+            r#"[{"Id":"sha256:84","RepoTags":["worker:dev"],"Size":1982256,"Os":"linux","Architecture":"amd64","Created":"2026-11-28T21:58:37Z","Config":{"Labels":{"sdkBaseVersion":"public.ecr.aws/lambda/java@sha256:abc"}}}]"#,
+        )
+        .unwrap();
+        let facts = parse_inspect(&json[0]);
+        assert_eq!(
+            (facts.id.as_str(), facts.size, facts.architecture.as_str()),
+            ("sha256:84", 1982256, "amd64")
+        );
+        assert_eq!(facts.tags, vec!["worker:dev"]);
+        assert_eq!(
+            facts.labels["sdkBaseVersion"],
+            "public.ecr.aws/lambda/java@sha256:abc"
+        );
+    }
+}
