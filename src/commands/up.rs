@@ -55,14 +55,7 @@ pub async fn bring_up(
         Some(session) => session,
         None => start(ctx, backend).await?,
     };
-    if provision {
-        let scripts = provision::scripts_for(&ctx.project)?;
-        let stamp = provision::stamp(&scripts);
-        if !provision::is_current(&session, &stamp).await? {
-            provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
-        }
-        provision::remember(&ctx.state.vm_dir(vm)?, &stamp)?;
-    }
+    // Sync first: it finds the remote agent, through which the stamp check then goes.
     if sync {
         let pending = sync::begin(&ctx.project, &ctx.state)?;
         let options = sync::Options {
@@ -73,6 +66,14 @@ pub async fn bring_up(
         if summary.changed() && !ctx.quiet {
             eprintln!("{summary}");
         }
+    }
+    if provision {
+        let scripts = provision::scripts_for(&ctx.project)?;
+        let stamp = provision::stamp(&scripts);
+        if !provision::is_current(&session, &stamp).await? {
+            provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
+        }
+        provision::remember(&ctx.state.vm_dir(vm)?, &stamp)?;
     }
     Ok(Some(session))
 }

@@ -20,10 +20,11 @@ pub struct Job {
 }
 
 impl Session {
-    /// Start `command`, through the agent at `agent_socket` when one answers there, else as an
-    /// exec session.
+    /// Start `command`, through the agent at `agent_socket` (else the one this session knows)
+    /// when one answers there, else as an exec session.
     pub async fn start_job(&self, agent_socket: Option<&str>, command: &str) -> Result<Job> {
-        if let Some(socket) = agent_socket {
+        let known = self.agent.lock().expect("not poisoned").clone();
+        if let Some(socket) = agent_socket.or(known.as_deref()) {
             match self.handle.channel_open_direct_streamlocal(socket).await {
                 Ok(channel) => {
                     tracing::debug!("running a helper through the agent at {socket}");

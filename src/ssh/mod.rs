@@ -60,6 +60,8 @@ impl fmt::Display for Endpoint {
 pub struct Session {
     handle: Handle<Client>,
     endpoint: Endpoint,
+    /// The remote agent's socket, once a sync has found one: helper jobs go through it.
+    agent: Mutex<Option<String>>,
 }
 
 /// What the host-key callback saw, read back after the handshake to build a precise error.
@@ -187,11 +189,17 @@ impl Session {
         Ok(Session {
             handle,
             endpoint: endpoint.clone(),
+            agent: Mutex::new(None),
         })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Send later helper jobs through the agent at `socket`.
+    pub fn use_agent(&self, socket: Option<String>) {
+        *self.agent.lock().expect("not poisoned") = socket;
     }
 
     async fn open_channel(&self) -> Result<russh::Channel<client::Msg>> {

@@ -206,6 +206,7 @@ impl Pending {
         let listed;
         let (probe_result, probed_agent) = remote::parse_probe(&probed)?;
         let agent = probed_agent.or(recorded_agent);
+        session.use_agent(agent.clone());
         let (view, new_id) = match (probe_result, &baseline) {
             (ProbeResult::Same, Some(b)) => (
                 RemoteView::Recorded {
@@ -255,6 +256,7 @@ impl Pending {
                 options,
             )
             .await?;
+            session.use_agent(Some(agent_socket.clone()));
             record_digests(&mut local, sent_digests, &view, scanned_at_ns, &root);
             Baseline {
                 replica_id,
