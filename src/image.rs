@@ -24,7 +24,7 @@ impl Place<'_> {
         match self {
             Place::Remote { session, dir } => {
                 session
-                    .run(&RemoteCommand {
+                    .run_via_agent(&RemoteCommand {
                         dir: dir.clone(),
                         env: env.to_vec(),
                         command_line: quote::join(&["sh", "-c", line]),

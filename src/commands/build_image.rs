@@ -30,7 +30,7 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     )?;
 
     let backend = ctx.backend(None)?;
-    let session = super::up::bring_up(ctx, backend.as_ref(), true, !args.no_sync).await?;
+    let session = super::up::bring_up(ctx, backend.as_ref(), false, !args.no_sync).await?;
     let place = match &session {
         Some(session) => Place::Remote {
             session,
@@ -41,7 +41,24 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
         },
     };
 
-    let before = image::image_ids(&place).await?;
+    // The stamp check and the list of images before the build, in parallel.
+    let provisioned = async {
+        match &session {
+            Some(session) => super::up::provision_if_needed(ctx, session).await,
+            None => Ok(()),
+        }
+    };
+    // A Dockerfile build names its image; anything else is found by what it adds.
+    let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
+    let listed = async {
+        match names_its_image {
+            true => Ok(Vec::new()),
+            false => image::image_ids(&place).await,
+        }
+    };
+    let (provisioned, before) = tokio::join!(provisioned, listed);
+    provisioned?;
+    let before = before?;
     let env = vec![
         ("N10N_IMAGE".to_string(), reference.clone()),
         ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
@@ -52,7 +69,14 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
             "the build failed (exit {code}): {command}\nits output ends above; nothing was saved"
         )));
     }
-    let image = find_built(&place, &before, &reference).await?;
+    let image = match names_its_image {
+        true => image::inspect(&place, &reference).await?.ok_or_else(|| {
+            Error::Other(format!(
+                "the build succeeded but there is no image {reference}"
+            ))
+        })?,
+        false => find_built(&place, &before, &reference).await?,
+    };
     let label = &ctx.project.config.base.label;
     let tag = print_summary(&image, &reference, &platform, label)?;
     if let Some(file) = &args.save {
@@ -68,19 +92,32 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     Ok(())
 }
 
-/// The image the build made: the newest of those that were not there before, else (a cached
-/// rebuild makes nothing new) the expected name:tag.
+/// The image the build made: among those that were not there before, one named `[image] name`
+/// if any (other builds may share the engine), else the newest; when nothing is new (a cached
+/// rebuild), the expected name:tag.
 async fn find_built(place: &Place<'_>, before: &[String], reference: &str) -> Result<ImageFacts> {
+    let repository = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
+    let named = |facts: &ImageFacts| {
+        facts
+            .tags
+            .iter()
+            .any(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == repository))
+    };
     let after = image::image_ids(place).await?;
-    let mut newest: Option<ImageFacts> = None;
+    let mut best: Option<ImageFacts> = None;
     for id in after.iter().filter(|id| !before.contains(id)) {
-        if let Some(facts) = image::inspect(place, id).await?
-            && newest.as_ref().is_none_or(|n| facts.created > n.created)
-        {
-            newest = Some(facts);
+        let Some(facts) = image::inspect(place, id).await? else {
+            continue;
+        };
+        let better = match &best {
+            None => true,
+            Some(b) => (named(&facts), &facts.created) > (named(b), &b.created),
+        };
+        if better {
+            best = Some(facts);
         }
     }
-    if let Some(image) = newest {
+    if let Some(image) = best {
         return Ok(image);
     }
     image::inspect(place, reference).await?.ok_or_else(|| {

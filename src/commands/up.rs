@@ -68,14 +68,19 @@ pub async fn bring_up(
         }
     }
     if provision {
-        let scripts = provision::scripts_for(&ctx.project)?;
-        let stamp = provision::stamp(&scripts);
-        if !provision::is_current(&session, &stamp).await? {
-            provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
-        }
-        provision::remember(&ctx.state.vm_dir(vm)?, &stamp)?;
+        provision_if_needed(ctx, &session).await?;
     }
     Ok(Some(session))
+}
+
+/// Run the provision scripts unless the machine's stamp says they already ran.
+pub async fn provision_if_needed(ctx: &Context, session: &Session) -> Result<()> {
+    let scripts = provision::scripts_for(&ctx.project)?;
+    let stamp = provision::stamp(&scripts);
+    if !provision::is_current(session, &stamp).await? {
+        provision::run(session, &scripts, &stamp, ctx.quiet).await?;
+    }
+    provision::remember(&ctx.state.vm_dir(&ctx.project.config.vm.name)?, &stamp)
 }
 
 /// The machine as it was left: connect to the endpoint seen last time, if it still answers.

@@ -13,7 +13,10 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::{ChannelMsg, Sig};
+use std::collections::VecDeque;
+
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -157,13 +160,18 @@ impl StopSignals {
 impl Session {
     /// Run `command` with local stdin, stdout and stderr attached; returns its exit code.
     pub async fn run(&self, command: &RemoteCommand) -> Result<ExitCode> {
+        self.run_attached(command, false).await
+    }
+
+    /// As `run`, but through the remote agent when this session knows one (no sshd session
+    /// set-up: about 0.1–0.2 s less on a small VM), else as an exec session.
+    pub async fn run_via_agent(&self, command: &RemoteCommand) -> Result<ExitCode> {
+        self.run_attached(command, true).await
+    }
+
+    async fn run_attached(&self, command: &RemoteCommand, via_agent: bool) -> Result<ExitCode> {
         let mut signals = StopSignals::install()?;
-        let channel = self.open_channel().await?;
-        channel
-            .exec(true, command.script())
-            .await
-            .map_err(|e| self.lost(super::describe(&e)))?;
-        let (mut reader, writer) = channel.split();
+        let (mut events, writer) = self.start_streaming(&command.script(), via_agent).await?;
         let writer = Arc::new(writer);
         let stdin_task = tokio::spawn(forward_stdin(writer.clone()));
 
@@ -176,8 +184,8 @@ impl Session {
         loop {
             let deadline = stopping.map(|(_, at)| at);
             tokio::select! {
-                msg = reader.wait() => match msg {
-                    Some(ChannelMsg::Data { data }) => {
+                event = events.next() => match event {
+                    Some(Output::Stdout(data)) => {
                         if let Err(e) = stdout.write_all(&data) {
                             if e.kind() == std::io::ErrorKind::BrokenPipe {
                                 // Like a local command whose reader went away: stop it, exit as SIGPIPE would.
@@ -188,7 +196,7 @@ impl Session {
                             return Err(Error::io("cannot write to standard output", e));
                         }
                     }
-                    Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    Some(Output::Stderr(data)) => {
                         let shown = pid_line.feed(&data);
                         let _ = stderr.write_all(&shown);
                         if let (Some(sig), Some(pid)) = (pending_signal, pid_line.pid) {
@@ -196,11 +204,12 @@ impl Session {
                             self.signal_group(Some(pid), sig).await;
                         }
                     }
-                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status as i32),
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                        status = Some(128 + signal_number(&signal_name));
+                    Some(Output::Exit(code)) => {
+                        status = Some(code);
+                        if events.framed {
+                            break;
+                        }
                     }
-                    Some(_) => {}
                     None => break,
                 },
                 sig = signals.recv() => {
@@ -229,6 +238,38 @@ impl Session {
             .ok_or_else(|| self.lost("no exit status arrived before the connection closed".into()))
     }
 
+    /// Open a channel running `script`: through the agent's streaming mode when asked and one
+    /// is known, else as an exec session.
+    async fn start_streaming(
+        &self,
+        script: &str,
+        via_agent: bool,
+    ) -> Result<(Events, ChannelWriteHalf<Msg>)> {
+        let known = self.agent.lock().expect("not poisoned").clone();
+        if let (true, Some(socket)) = (via_agent, known) {
+            match self
+                .handle
+                .channel_open_direct_streamlocal(socket.as_str())
+                .await
+            {
+                Ok(channel) => {
+                    tracing::debug!("running through the agent at {socket}");
+                    let (reader, writer) = channel.split();
+                    let header = format!("s{}\n{script}", script.len());
+                    writer
+                        .data(header.as_bytes())
+                        .await
+                        .map_err(|e| self.lost(super::describe(&e)))?;
+                    return Ok((Events::new(reader, true), writer));
+                }
+                Err(e) => tracing::debug!("no agent at {socket} ({e}); using an exec session"),
+            }
+        }
+        let channel = self.open_exec(script).await?;
+        let (reader, writer) = channel.split();
+        Ok((Events::new(reader, false), writer))
+    }
+
     /// Send `sig` to the remote process group led by `pid`, over a channel of its own.
     async fn signal_group(&self, pid: Option<u32>, sig: i32) {
         let Some(pid) = pid else { return };
@@ -237,6 +278,82 @@ impl Session {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("could not signal the remote command: {e}"),
             Err(_) => tracing::warn!("could not signal the remote command: no answer"),
+        }
+    }
+}
+
+/// What a running command produces.
+enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitCode),
+}
+
+/// A command's output from its channel: an exec session's own messages, or the agent's frames
+/// (`o`/`e` + 4-byte big-endian length + bytes, then `x` + 4-byte exit status).
+struct Events {
+    reader: ChannelReadHalf,
+    framed: bool,
+    buffer: Vec<u8>,
+    ready: VecDeque<Output>,
+}
+
+impl Events {
+    fn new(reader: ChannelReadHalf, framed: bool) -> Events {
+        Events {
+            reader,
+            framed,
+            buffer: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next output; `None` once the channel has closed.
+    async fn next(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.ready.pop_front() {
+                return Some(output);
+            }
+            match (self.framed, self.reader.wait().await?) {
+                (true, ChannelMsg::Data { data }) => {
+                    self.buffer.extend_from_slice(&data);
+                    self.split_frames();
+                }
+                (false, ChannelMsg::Data { data }) => return Some(Output::Stdout(data.to_vec())),
+                (false, ChannelMsg::ExtendedData { data, .. }) => {
+                    return Some(Output::Stderr(data.to_vec()));
+                }
+                (false, ChannelMsg::ExitStatus { exit_status }) => {
+                    return Some(Output::Exit(exit_status as i32));
+                }
+                (false, ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    return Some(Output::Exit(128 + signal_number(&signal_name)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn split_frames(&mut self) {
+        while self.buffer.len() >= 5 {
+            let value = u32::from_be_bytes(self.buffer[1..5].try_into().expect("4 bytes"));
+            let tag = self.buffer[0];
+            if tag == b'x' {
+                self.ready.push_back(Output::Exit(value as i32));
+                self.buffer.drain(..5);
+                continue;
+            }
+            let end = 5 + value as usize;
+            if self.buffer.len() < end {
+                return;
+            }
+            let data = self.buffer[5..end].to_vec();
+            self.buffer.drain(..end);
+            self.ready.push_back(if tag == b'e' {
+                Output::Stderr(data)
+            } else {
+                Output::Stdout(data)
+            });
         }
     }
 }

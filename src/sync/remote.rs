@@ -21,7 +21,7 @@ pub const STAGING: &str = ".n10n-dev-staging";
 pub const OPS: &str = ".n10n-dev-ops";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
-const AGENT_SOCKET_PREFIX: &str = "agent-v1-";
+const AGENT_SOCKET_PREFIX: &str = "agent-v2-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
@@ -74,9 +74,10 @@ while (1) {
 sub serve {
   my $conn = shift;
   $SIG{CHLD} = 'DEFAULT';
-  my $length = '';
+  my ($mode, $length) = ('', '');
   while (1) {
     sysread($conn, my $c, 1) == 1 or return;
+    if ($mode eq '' && $length eq '' && $c eq 's') { $mode = 's'; next; }
     last if $c eq "\n";
     $length .= $c;
     return if length($length) > 12 || $c !~ /[0-9]/;
@@ -86,11 +87,13 @@ sub serve {
     sysread($conn, my $buf, $length - length($command)) or return;
     $command .= $buf;
   }
+  return stream($conn, $command) if $mode eq 's';
   open(my $out, '+>', undef) or return;
   open(my $err, '+>', undef) or return;
   my $pid = fork;
   return unless defined $pid;
   if ($pid == 0) {
+    setpgrp(0, 0);
     open(STDIN, '<&', $conn); open(STDOUT, '>&', $out); open(STDERR, '>&', $err);
     exec('/bin/sh', '-c', $command);
     POSIX::_exit(127);
@@ -100,11 +103,49 @@ sub serve {
   my ($o, $e) = ('', '');
   seek($out, 0, 0); { local $/; $o = <$out> // ''; }
   seek($err, 0, 0); { local $/; $e = <$err> // ''; }
-  my $reply = "n10n-agent $status " . length($o) . ' ' . length($e) . "\n" . $o . $e;
-  while (length $reply) {
-    my $n = syswrite($conn, $reply) or return;
-    substr($reply, 0, $n) = '';
+  write_all($conn, "n10n-agent $status " . length($o) . ' ' . length($e) . "\n" . $o . $e);
+}
+sub write_all {
+  my ($conn, $data) = @_;
+  while (length $data) {
+    my $n = syswrite($conn, $data) or return 0;
+    substr($data, 0, $n) = '';
   }
+  return 1;
+}
+# Streaming mode: stdout and stderr as they come, as frames `o`/`e` + 4-byte length + bytes,
+# then `x` + 4-byte exit status. The command leads its own process group, so that n10n-dev can
+# signal the whole of it.
+sub stream {
+  my ($conn, $command) = @_;
+  pipe(my $or, my $ow) or return;
+  pipe(my $er, my $ew) or return;
+  my $pid = fork;
+  return unless defined $pid;
+  if ($pid == 0) {
+    setpgrp(0, 0);
+    close $or; close $er;
+    open(STDIN, '<&', $conn); open(STDOUT, '>&', $ow); open(STDERR, '>&', $ew);
+    exec('/bin/sh', '-c', $command);
+    POSIX::_exit(127);
+  }
+  close $ow; close $ew;
+  my %open = (o => $or, e => $er);
+  while (%open) {
+    my $rin = '';
+    vec($rin, fileno($_), 1) = 1 for values %open;
+    next if select(my $rout = $rin, undef, undef, undef) <= 0;
+    for my $tag (keys %open) {
+      my $fh = $open{$tag};
+      next unless vec($rout, fileno($fh), 1);
+      my $n = sysread($fh, my $buf, 65536);
+      if (!$n) { delete $open{$tag}; next; }
+      write_all($conn, $tag . pack('N', $n) . $buf) or do { kill('TERM', -$pid); return };
+    }
+  }
+  waitpid($pid, 0);
+  my $status = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
+  write_all($conn, 'x' . pack('N', $status));
 }
 "#;
 

@@ -178,9 +178,10 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
     let sshd = Sshd::start();
     let made = unique("sbt-like");
     // Stands in for `sbt docker:publishLocal`: it names the image itself.
+    // [image] name tells its image apart from others built on the same engine meanwhile.
     let project = Project::with_config(
         &sshd,
-        "[image]\nbuild = \"./build.sh\"\nname = \"unused\"\n",
+        &format!("[image]\nbuild = \"./build.sh\"\nname = \"{made}\"\n"),
     );
     dockerfile_project(project.root(), false);
     std::fs::write(

@@ -214,7 +214,7 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
     );
     let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
     let socket = std::path::PathBuf::from(format!(
-        "/tmp/n10n-dev-{}/agent-v1-{}.sock",
+        "/tmp/n10n-dev-{}/agent-v2-{}.sock",
         uid.trim(),
         String::from_utf8(crc.stdout).unwrap().trim()
     ));
