@@ -273,7 +273,8 @@ impl Session {
     /// Send `sig` to the remote process group led by `pid`, over a channel of its own.
     async fn signal_group(&self, pid: Option<u32>, sig: i32) {
         let Some(pid) = pid else { return };
-        let line = format!("kill -{sig} -- -{pid} 2>/dev/null");
+        // No `--`: dash, the /bin/sh the agent runs, rejects it; `-PID` after the signal is a pid.
+        let line = format!("kill -{sig} -{pid} 2>/dev/null");
         match tokio::time::timeout(Duration::from_secs(5), self.capture(None, &line)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("could not signal the remote command: {e}"),

@@ -228,3 +228,51 @@ fn nothing_to_build_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_build_running_through_the_agent() {
+    require_docker();
+    let sshd = Sshd::start();
+    let project = Project::with_config(&sshd, "[image]\nbuild = \"sleep 307\"\n");
+    // The first build-image syncs and leaves the agent; the second runs its build through it.
+    let mut first = project
+        .cmd(&["build-image"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the first build to start",
+        std::time::Duration::from_secs(30),
+        || (!processes_matching("^sleep 307$").is_empty()).then_some(()),
+    );
+    run_ok("kill", &["-INT", &first.id().to_string()]);
+    assert_eq!(first.wait().unwrap().code(), Some(1));
+    let second = project
+        .cmd(&["-v", "build-image"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the second build to start",
+        std::time::Duration::from_secs(30),
+        || (!processes_matching("^sleep 307$").is_empty()).then_some(()),
+    );
+    run_ok("kill", &["-INT", &second.id().to_string()]);
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("running through the agent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("the build failed (exit 130)"),
+        "{}",
+        stderr(&out)
+    );
+    wait_for(
+        "the remote sleep to be gone",
+        std::time::Duration::from_secs(10),
+        || processes_matching("^sleep 307$").is_empty().then_some(()),
+    );
+}
