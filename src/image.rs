@@ -137,6 +137,9 @@ pub struct ImageFacts {
     pub architecture: String,
     pub created: String,
     pub labels: serde_json::Map<String, Value>,
+    /// The engine stores it as an image index (manifest list): Lambda would refuse it. Only
+    /// engines with the containerd image store report this (`Descriptor.mediaType`).
+    pub is_index: bool,
 }
 
 pub async fn inspect(place: &Place<'_>, image: &str) -> Result<Option<ImageFacts>> {
@@ -166,6 +169,9 @@ fn parse_inspect(image: &Value) -> ImageFacts {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        is_index: image["Descriptor"]["mediaType"]
+            .as_str()
+            .is_some_and(|t| t.contains("image.index") || t.contains("manifest.list")),
     }
 }
 
@@ -238,6 +244,12 @@ mod tests {
             ("sha256:84", 1982256, "amd64")
         );
         assert_eq!(facts.tags, vec!["worker:dev"]);
+        assert!(!facts.is_index);
+        let index: Value = serde_json::from_str(
+            r#"{"Id":"sha256:1","Descriptor":{"mediaType":"application/vnd.oci.image.index.v1+json"}}"#,
+        )
+        .unwrap();
+        assert!(parse_inspect(&index).is_index);
         assert_eq!(
             facts.labels["sdkBaseVersion"],
             "public.ecr.aws/lambda/java@sha256:abc"

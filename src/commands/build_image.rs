@@ -156,6 +156,12 @@ fn print_summary(
         image.created
     );
     written.map_err(|e| Error::io("cannot write to standard output", e))?;
+    if image.is_index {
+        eprintln!(
+            "warning: the image is a multi-platform index: Lambda needs a single-platform image \
+             (build with --provenance=false --sbom=false and one --platform)"
+        );
+    }
     if built != platform {
         eprintln!(
             "warning: the image is {built}, but the function runs {platform}: Lambda will refuse it"
