@@ -9,11 +9,22 @@ fn project_with(toml: &str) -> tempfile::TempDir {
 }
 
 fn n10n(dir: &std::path::Path, home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    n10n_with(dir, home, args, &[])
+}
+
+/// As `n10n`, with extra environment (N10N_DEV_BACKEND is unset unless given here).
+fn n10n_with(
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     std::process::Command::new(BIN)
         .args(args)
         .current_dir(dir)
         .env("N10N_DEV_HOME", home)
         .env_remove("N10N_DEV_BACKEND")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -89,14 +100,8 @@ fn project_root_is_found_from_a_subdirectory_and_with_dash_c() {
 fn missing_backend_tools_say_what_to_install() {
     let home = tempfile::tempdir().unwrap();
     let dir = project_with("[vm]\nbackend = \"vagrant\"\n");
-    let out = std::process::Command::new(BIN)
-        .args(["sync"])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", home.path())
-        .env_remove("N10N_DEV_BACKEND")
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let bare_path = [("PATH", "/usr/bin:/bin")];
+    let out = n10n_with(dir.path(), home.path(), &["sync"], &bare_path);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("vagrant is not on PATH: install Vagrant and VirtualBox"),
@@ -104,27 +109,20 @@ fn missing_backend_tools_say_what_to_install() {
         stderr(&out)
     );
     // Lima asked for but not installed: say how to get it.
-    let out = std::process::Command::new(BIN)
-        .args(["sync"])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", home.path())
-        .env("N10N_DEV_BACKEND", "lima")
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let lima = [("PATH", "/usr/bin:/bin"), ("N10N_DEV_BACKEND", "lima")];
+    let out = n10n_with(dir.path(), home.path(), &["sync"], &lima);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("brew install lima"),
         "{}",
         stderr(&out)
     );
-    let out = std::process::Command::new(BIN)
-        .args(["sync"])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", home.path())
-        .env("N10N_DEV_BACKEND", "podman")
-        .output()
-        .unwrap();
+    let out = n10n_with(
+        dir.path(),
+        home.path(),
+        &["sync"],
+        &[("N10N_DEV_BACKEND", "podman")],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("N10N_DEV_BACKEND: unknown backend `podman`"),
@@ -185,14 +183,12 @@ fn completions_are_generated() {
 fn doctor_names_missing_tools_and_the_backend() {
     let home = tempfile::tempdir().unwrap();
     let dir = project_with("[vm]\nbackend = \"lima\"\n");
-    let out = std::process::Command::new(BIN)
-        .arg("doctor")
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", home.path())
-        .env_remove("N10N_DEV_BACKEND")
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
+    let out = n10n_with(
+        dir.path(),
+        home.path(),
+        &["doctor"],
+        &[("PATH", "/nonexistent")],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("limactl    not found (install: "), "{text}");
