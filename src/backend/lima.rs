@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 
 use super::{Backend, MachineState};
-use crate::config::{Arch, Project};
+use crate::config::{Arch, BackendKind, Project};
 use crate::error::{Error, IoContext, Result, last_lines};
 use crate::ssh::Endpoint;
 use crate::state::{self, StateDir};
@@ -123,6 +123,10 @@ impl LimaBackend {
 }
 
 impl Backend for LimaBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Lima
+    }
+
     fn state(&self) -> Result<MachineState> {
         Ok(match self.instance()? {
             None => MachineState::Absent,

@@ -43,6 +43,7 @@ impl std::fmt::Display for MachineState {
 }
 
 pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
     fn state(&self) -> Result<MachineState>;
     /// Create the machine, or resume it; nothing when it is running.
     fn start(&self) -> Result<()>;

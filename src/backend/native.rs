@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{Backend, MachineState};
+use crate::config::BackendKind;
 use crate::error::{Error, Result};
 use crate::ssh::Endpoint;
 
@@ -37,6 +38,10 @@ pub fn docker_answers() -> bool {
 }
 
 impl Backend for NativeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Native
+    }
+
     fn state(&self) -> Result<MachineState> {
         Ok(if docker_answers() {
             MachineState::Running

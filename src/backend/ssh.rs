@@ -1,7 +1,7 @@
 //! The `ssh` backend: an existing Linux host (a remote builder, a CI box) that is always running.
 
 use super::{Backend, MachineState};
-use crate::config::Project;
+use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
 use crate::ssh::Endpoint;
 use crate::state::StateDir;
@@ -32,6 +32,10 @@ impl SshBackend {
 
 /// The host is someone else's to run: n10n-dev only reaches it.
 impl Backend for SshBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ssh
+    }
+
     fn state(&self) -> Result<MachineState> {
         Ok(MachineState::Running)
     }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use super::{Backend, MachineState};
-use crate::config::Project;
+use crate::config::{BackendKind, Project};
 use crate::error::{Error, IoContext, Result};
 use crate::ssh::Endpoint;
 use crate::state::{self, StateDir};
@@ -104,6 +104,10 @@ impl VagrantBackend {
 }
 
 impl Backend for VagrantBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vagrant
+    }
+
     fn state(&self) -> Result<MachineState> {
         if !self.dir.join("Vagrantfile").is_file() {
             return Ok(MachineState::Absent);

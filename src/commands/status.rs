@@ -25,7 +25,6 @@ struct Status {
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let config = &ctx.project.config;
-    let kind = crate::backend::chosen(None, &ctx.project, &ctx.facts)?;
     let backend = ctx.backend(None)?;
     let state = tokio::task::block_in_place(|| backend.state())?;
     let endpoint = backend.last_endpoint();
@@ -36,7 +35,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let last = crate::sync::last_sync(&ctx.project, &ctx.state)?;
     let status = Status {
         name: config.vm.name.clone(),
-        backend: kind.to_string(),
+        backend: backend.kind().to_string(),
         state: state.to_string(),
         cpus: config.vm.cpus,
         memory: config.vm.memory.to_string(),
