@@ -108,3 +108,50 @@ fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
     // Raw mode was undone on the way out: canonical input is back on.
     tmux.wait_for_line("MODE=icanon");
 }
+
+#[test]
+fn native_shell_opens_in_the_project_and_returns_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/bin");
+    let session = format!("n10n-native-shell-{}", std::process::id());
+    let command = format!(
+        "cd '{}' && PATH='{}':\"$PATH\" FAKE_DOCKER_UP=1 N10N_DEV_HOME='{}/.state' SHELL=/bin/sh '{BIN}' shell; \
+         echo \"EXIT=$?\"; sleep 600",
+        dir.path().display(),
+        bin.display(),
+        dir.path().display()
+    );
+    run_ok(
+        "tmux",
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    let tmux = Tmux { session };
+    tmux.send("PS1='NATIVE> '");
+    // Typed ahead of the shell, the line shows up behind its first prompt: "# NATIVE>".
+    wait_for("the prompt", Duration::from_secs(20), || {
+        let screen = tmux.capture();
+        screen
+            .lines()
+            .any(|l| l.trim_end().ends_with("NATIVE>"))
+            .then_some(())
+    });
+    tmux.send("pwd");
+    tmux.wait_for_line(&dir.path().canonicalize().unwrap().display().to_string());
+    tmux.send("exit 5");
+    tmux.wait_for_line("EXIT=5");
+}
