@@ -67,20 +67,15 @@ pub fn scripts_for(project: &Project) -> Result<Vec<Script>> {
 
 /// What the machine must carry to count as provisioned with `scripts`.
 pub fn stamp(scripts: &[Script]) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
+    let mut hash = crate::digest::Fnv::default();
     for script in scripts {
-        for byte in script
-            .name
-            .bytes()
-            .chain([0])
-            .chain(script.body.bytes())
-            .chain([0])
-        {
-            hash = (hash ^ byte as u64).wrapping_mul(0x100000001b3);
-        }
+        hash.update(script.name.as_bytes());
+        hash.update(b"\0");
+        hash.update(script.body.as_bytes());
+        hash.update(b"\0");
     }
     let names: Vec<&str> = scripts.iter().map(|s| s.name).collect();
-    format!("{hash:016x} {}", names.join(","))
+    format!("{:016x} {}", hash.finish(), names.join(","))
 }
 
 /// Keep a copy of the machine's stamp under n10n-dev's state, for `status`.

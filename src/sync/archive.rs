@@ -12,10 +12,10 @@ use std::path::Path;
 use tar::{EntryType, Header};
 use tokio::sync::mpsc;
 
-use super::digest::{Digesting, Fnv};
 use super::remote::OPS;
 use super::rules::Rules;
 use super::tree::{Kind, Tree};
+use crate::digest::{Digesting, Fnv};
 
 const CHUNK: usize = 256 * 1024;
 

@@ -8,7 +8,6 @@
 //! remote confirms.
 
 mod archive;
-mod digest;
 mod manifest;
 mod plan;
 mod remote;
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::config::Project;
+use crate::digest;
 use crate::error::{Error, Result};
 use crate::progress::TransferBar;
 use crate::ssh::Session;

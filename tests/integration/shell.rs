@@ -10,6 +10,25 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached 100×30 session running `command`.
+    fn start(session: String, command: &str) -> Tmux {
+        run_ok(
+            "tmux",
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ],
+        );
+        Tmux { session }
+    }
+
     fn capture(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.session])
@@ -57,21 +76,7 @@ fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
         project.root().display(),
         project.home.path().display()
     );
-    run_ok(
-        "tmux",
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &command,
-        ],
-    );
-    let tmux = Tmux { session };
+    let tmux = Tmux::start(session, &command);
 
     tmux.send("PS1='READY> '");
     tmux.wait_for_line("READY>");
@@ -126,21 +131,7 @@ fn native_shell_opens_in_the_project_and_returns_its_exit_code() {
         bin.display(),
         dir.path().display()
     );
-    run_ok(
-        "tmux",
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &command,
-        ],
-    );
-    let tmux = Tmux { session };
+    let tmux = Tmux::start(session, &command);
     tmux.send("PS1='NATIVE> '");
     // Typed ahead of the shell, the line shows up behind its first prompt: "# NATIVE>".
     wait_for("the prompt", Duration::from_secs(20), || {

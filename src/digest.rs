@@ -1,6 +1,7 @@
-//! Content digests for racy files: FNV-1a (64 bit), byte-wise, so any chunking of the same bytes
-//! gives the same value. Used to tell "touched within the timestamp granularity" from "changed";
-//! a collision could only make a racy file look unchanged, with odds of about 2^-64.
+//! FNV-1a (64 bit), byte-wise, so any chunking of the same bytes gives the same value, and stable
+//! across runs and versions. Sync uses it to tell a racy file "touched within the timestamp
+//! granularity" from "changed" (a collision could only make a racy file look unchanged, odds
+//! about 2^-64), and to name its records; provisioning uses it for the stamp.
 
 use std::io::{self, Read};
 use std::path::Path;
