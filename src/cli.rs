@@ -220,7 +220,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .await
             .map(|()| 0),
         Command::Stop => commands::stop::run(&context()?).await.map(|()| 0),
-        Command::Doctor => commands::doctor::run(&context()?).await.map(|()| 0),
+        Command::Doctor => commands::doctor::run(&context()?).await,
         Command::BuildImage(args) => commands::build_image::run(&context()?, args)
             .await
             .map(|()| 0),

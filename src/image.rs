@@ -96,7 +96,9 @@ pub fn build_command(
     }
     if root.join("Dockerfile").is_file() {
         // Lambda rejects image indexes, so no provenance or SBOM attestations. Without buildx
-        // (Debian 12's docker.io) plain `docker build` makes a single-platform image too.
+        // (Debian 12's docker.io) the daemon's BuildKit still builds, through the BuildKit
+        // client built into Docker CLIs before 23.0; later CLIs need buildx for it, and only
+        // the legacy builder is left (with a note saying what to install).
         let (reference, platform) = (
             quote::quote(reference.as_bytes()),
             quote::quote(platform.as_bytes()),
@@ -104,8 +106,12 @@ pub fn build_command(
         return Ok(format!(
             "if docker buildx version >/dev/null 2>&1; then \
              docker buildx build --platform {platform} --provenance=false --sbom=false --load -t {reference} .; \
-             else echo 'n10n-dev: no buildx on the build machine; using docker build' >&2; \
-             docker build --platform {platform} -t {reference} .; fi"
+             else case \"$(docker version --format '{{{{.Client.Version}}}}' 2>/dev/null)\" in \
+             1[0-9].*|2[0-2].*) echo 'n10n-dev: no buildx on the build machine; using docker build with BuildKit' >&2; \
+             DOCKER_BUILDKIT=1 docker build --platform {platform} -t {reference} .;; \
+             *) echo 'n10n-dev: no buildx on the build machine, and this Docker CLI needs it for BuildKit: \
+             using the legacy builder (install docker-buildx for BuildKit)' >&2; \
+             DOCKER_BUILDKIT=0 docker build --platform {platform} -t {reference} .;; esac; fi"
         ));
     }
     Err(Error::Usage(
@@ -220,7 +226,9 @@ mod tests {
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
         let docker = build_command(None, dir.path(), "x:dev", "linux/amd64").unwrap();
         assert!(docker.contains("docker buildx build --platform linux/amd64 --provenance=false --sbom=false --load -t x:dev ."));
-        assert!(docker.contains("docker build --platform linux/amd64 -t x:dev ."));
+        assert!(
+            docker.contains("DOCKER_BUILDKIT=1 docker build --platform linux/amd64 -t x:dev .")
+        );
         std::fs::write(dir.path().join("build.sbt"), "").unwrap();
         assert_eq!(
             build_command(None, dir.path(), "x:dev", "linux/amd64").unwrap(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod local;
+pub mod machine;
 pub mod progress;
 pub mod provision;
 pub mod ssh;

@@ -3,7 +3,7 @@
 //! async threads.
 
 mod lima;
-mod native;
+pub mod native;
 mod ssh;
 mod vagrant;
 

@@ -7,6 +7,8 @@ use super::Context;
 use crate::cli::BuildImageArgs;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageFacts, Place};
+use crate::provision;
+use crate::ssh::Session;
 use crate::sync::human_bytes;
 
 pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
@@ -30,7 +32,10 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     )?;
 
     let backend = ctx.backend(None)?;
-    let session = super::up::bring_up(ctx, backend.as_ref(), false, !args.no_sync).await?;
+    let session = ctx.bring_up(backend.as_ref(), false, !args.no_sync).await?;
+    // A Dockerfile build names its image; anything else is found by what it adds.
+    let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
+    let (session, before) = provisioned_and_listed(ctx, session, names_its_image).await?;
     let place = match &session {
         Some(session) => Place::Remote {
             session,
@@ -40,25 +45,6 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
             dir: ctx.project.root.clone(),
         },
     };
-
-    // The stamp check and the list of images before the build, in parallel.
-    let provisioned = async {
-        match &session {
-            Some(session) => super::up::provision_if_needed(ctx, session).await,
-            None => Ok(()),
-        }
-    };
-    // A Dockerfile build names its image; anything else is found by what it adds.
-    let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
-    let listed = async {
-        match names_its_image {
-            true => Ok(Vec::new()),
-            false => image::image_ids(&place).await,
-        }
-    };
-    let (provisioned, before) = tokio::join!(provisioned, listed);
-    provisioned?;
-    let before = before?;
     let env = vec![
         ("N10N_IMAGE".to_string(), reference.clone()),
         ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
@@ -90,6 +76,48 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The machine provisioned (a new session if the scripts ran) and, unless the build names its
+/// image, the images it held before the build. The stamp check and the listing go in parallel;
+/// on a machine that was not provisioned yet the listing is taken again afterwards (there was
+/// no Docker to ask).
+async fn provisioned_and_listed(
+    ctx: &Context,
+    session: Option<Session>,
+    names_its_image: bool,
+) -> Result<(Option<Session>, Vec<String>)> {
+    let list = async |place: &Place<'_>| match names_its_image {
+        true => Ok(Vec::new()),
+        false => image::image_ids(place).await,
+    };
+    let Some(session) = session else {
+        let here = Place::Local {
+            dir: ctx.project.root.clone(),
+        };
+        return Ok((None, list(&here).await?));
+    };
+    let stamp = ctx.provision_stamp()?;
+    let (current, before) = {
+        let place = Place::Remote {
+            session: &session,
+            dir: ctx.project.config.sync.dest.clone(),
+        };
+        tokio::join!(provision::is_current(&session, &stamp), list(&place))
+    };
+    let current = current?;
+    let session = ctx.provision_unless(current, session).await?;
+    let before = match current {
+        true => before?,
+        false => {
+            let place = Place::Remote {
+                session: &session,
+                dir: ctx.project.config.sync.dest.clone(),
+            };
+            list(&place).await?
+        }
+    };
+    Ok((Some(session), before))
 }
 
 /// The image the build made: among those that were not there before, one named `[image] name`

@@ -1,11 +1,13 @@
 //! `doctor`: what this machine has, which backend n10n-dev would use, and what to install.
+//! Exits 1 when the verdict is "not ready".
 
 use super::Context;
-use crate::backend;
+use crate::backend::{self, native};
+use crate::config::BackendKind;
 use crate::error::Result;
 use crate::host::{CpuArch, Os};
 
-pub async fn run(ctx: &Context) -> Result<()> {
+pub async fn run(ctx: &Context) -> Result<i32> {
     let facts = &ctx.facts;
     let os = match facts.os {
         Os::MacOs => "macOS",
@@ -35,12 +37,32 @@ pub async fn run(ctx: &Context) -> Result<()> {
         ("limactl", &tools.limactl),
         ("vagrant", &tools.vagrant),
         ("VBoxManage", &tools.vboxmanage),
-        ("docker", &tools.docker),
     ] {
         match path {
             Some(path) => println!("{name:<10} {}", path.display()),
             None => println!("{name:<10} not found (install: {})", install(name)),
         }
+    }
+    let engine = tools.docker.as_ref().map(|_| native::docker_answers());
+    match (&tools.docker, engine) {
+        (None, _) => println!(
+            "{:<10} not found (install: {})",
+            "docker",
+            install("docker")
+        ),
+        (Some(path), Some(true)) => {
+            println!("{:<10} {} (engine answers)", "docker", path.display())
+        }
+        (Some(path), _) if facts.os == Os::MacOs => println!(
+            "{:<10} {} (the client; the engine runs in the VM)",
+            "docker",
+            path.display()
+        ),
+        (Some(path), _) => println!(
+            "{:<10} {} (the CLI only: no engine answers; start it: sudo systemctl start docker)",
+            "docker",
+            path.display()
+        ),
     }
     println!(
         "project:   {} ({})",
@@ -48,14 +70,29 @@ pub async fn run(ctx: &Context) -> Result<()> {
         ctx.project.name
     );
     let requested = backend::requested(None, &ctx.project)?;
-    match backend::chosen(None, &ctx.project, facts) {
-        Ok(kind) if kind == requested => println!("backend:   {kind}"),
+    let chosen = backend::chosen(None, &ctx.project, facts);
+    match &chosen {
+        Ok(kind) if *kind == requested => println!("backend:   {kind}"),
         Ok(kind) => println!("backend:   {requested} → {kind}"),
         Err(e) => println!("backend:   {requested}: {e}"),
     }
-    match ctx.backend(None) {
-        Ok(_) => println!("verdict:   ready; `n10n-dev up` starts the build machine"),
-        Err(e) => println!("verdict:   not ready: {e}"),
+    let verdict = match (chosen, ctx.backend(None)) {
+        (_, Err(e)) => Err(e.to_string()),
+        (Ok(BackendKind::Native), Ok(_)) if engine != Some(true) => Err(match engine {
+            None => format!("no Docker here (install: {})", install("docker")),
+            Some(_) => "Docker is installed but no engine answers; start it: sudo systemctl                         start docker"
+                .to_string(),
+        }),
+        (_, Ok(_)) => Ok(()),
+    };
+    match verdict {
+        Ok(()) => {
+            println!("verdict:   ready; `n10n-dev up` starts the build machine");
+            Ok(0)
+        }
+        Err(why) => {
+            println!("verdict:   not ready: {why}");
+            Ok(1)
+        }
     }
-    Ok(())
 }

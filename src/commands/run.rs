@@ -16,7 +16,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         };
         return local::run(&dir, &env, &args.command).await;
     }
-    let session = super::sync::connect_synced(ctx, backend.as_ref(), !args.no_sync).await?;
+    let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
     let dest = &ctx.project.config.sync.dest;
     let dir = match args.workdir {
         Some(dir) if dir.starts_with('/') || dir.starts_with('~') => dir,

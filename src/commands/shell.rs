@@ -10,7 +10,7 @@ pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
     if backend.runs_locally() {
         return crate::local::shell(&ctx.project.root).await;
     }
-    let session = super::sync::connect_synced(ctx, backend.as_ref(), !args.no_sync).await?;
+    let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
     session
         .shell(&RemoteCommand {
             dir: ctx.project.config.sync.dest.clone(),

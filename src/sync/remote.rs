@@ -3,6 +3,10 @@
 //! nothing changed, a lister for when the replica is unknown, the apply step that renames
 //! staged entries into place only after the whole archive has arrived, and an agent.
 //!
+//! n10n-dev's own files sit beside the replica, never in it: for `~/n10n/app`, the directory
+//! `~/n10n/.app.n10n-dev/` holds the replica's id (`replica-id`) and, during a sync, the staging
+//! area (`staging/`). Being on the same filesystem keeps the renames into place atomic.
+//!
 //! The agent exists because on a small VM sshd spends ~0.1–0.2 s setting up every exec session.
 //! It listens on a private Unix socket (`/tmp/n10n-dev-<uid>/`, mode 0700, outside the replica so
 //! that a `docker build` of the replica never meets a socket); a sync reaches it through a
@@ -15,13 +19,15 @@ use super::tree::{Entry, Kind, Tree};
 use crate::error::{Error, Result};
 use crate::ssh::quote;
 
-pub const MARKER: &str = ".n10n-dev-replica";
-pub const STAGING: &str = ".n10n-dev-staging";
 /// The operations list, the last member of the archive (a reserved root name, never user data).
 pub const OPS: &str = ".n10n-dev-ops";
+/// Where earlier releases kept the replica's id and staging area: inside the replica, where a
+/// `COPY . .` carried them into images. A probe moves the id out; an apply removes the staging.
+const LEGACY_MARKER: &str = ".n10n-dev-replica";
+const LEGACY_STAGING: &str = ".n10n-dev-staging";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
-const AGENT_SOCKET_PREFIX: &str = "agent-v2-";
+const AGENT_SOCKET_PREFIX: &str = "agent-v3-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
@@ -150,8 +156,7 @@ sub stream {
 "#;
 
 /// Walks the replica without following links and prints, per entry, NUL-terminated fields:
-/// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git` and the
-/// reserved root names. Uses only perl-base (File::Find is not in it).
+/// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git`. Uses only perl-base (File::Find is not in it).
 const LISTER: &str = r#"
 use strict;
 my @dirs = ('');
@@ -160,7 +165,6 @@ while (@dirs) {
   opendir(my $dh, $dir eq '' ? '.' : $dir) or die "cannot read $dir: $!\n";
   for my $name (readdir $dh) {
     next if $name eq '.' || $name eq '..' || $name eq '.git';
-    next if $dir eq '' && index($name, '.n10n-dev-') == 0;
     my $path = $dir eq '' ? $name : "$dir/$name";
     my @st = lstat($path) or next;
     my ($type, $target) = ('', '');
@@ -175,11 +179,12 @@ while (@dirs) {
 "#;
 
 /// Applies the operations list: deletes, then renames from staging. Refuses to write through a
-/// symlink or outside the replica. Args: staging dir, ops file, new marker id (or empty).
+/// symlink or outside the replica. Args: staging dir, ops file, new replica id (or empty), the
+/// file that holds the id.
 const APPLY: &str = r#"
 use strict;
 use File::Path qw(remove_tree);
-my ($staging, $ops, $marker) = @ARGV;
+my ($staging, $ops, $marker, $marker_file) = @ARGV;
 open(my $fh, '<', $ops) or die "cannot read $ops: $!\n";
 my @fields = do { local $/ = "\0"; map { chomp; $_ } <$fh> };
 my %checked;
@@ -216,36 +221,48 @@ while (@fields) {
   else { die "unknown operation $op\n"; }
 }
 if ($marker ne '') {
-  open(my $out, '>', "$staging/marker") or die "cannot write marker: $!\n";
+  open(my $out, '>', "$marker_file.new") or die "cannot write marker: $!\n";
   print $out $marker;
   close($out) or die "cannot write marker: $!\n";
-  rename("$staging/marker", ".n10n-dev-replica") or die "cannot write marker: $!\n";
+  rename("$marker_file.new", $marker_file) or die "cannot write marker: $!\n";
 }
 "#;
 
-/// Shell functions: `agent_socket ROOT` prints where the agent for the replica at ROOT listens
-/// (inside an agent: its own socket); `start_agent ROOT` makes sure one serves it.
+/// Shell functions. `start_agent ROOT` sets `sock` to where the agent for the replica at ROOT
+/// listens and makes sure one serves it. `meta` is the directory beside the replica that holds
+/// n10n-dev's own files.
+///
+/// A process keeps the groups it started with, and so does everything it starts: an agent
+/// started before provisioning added the user to the docker group could never reach Docker.
+/// So the socket's name carries the user's groups as a new login gets them (from the group
+/// database): once they change, the name changes and a new agent, started through a new
+/// connection, takes over. Run inside an outdated agent, `start_agent` removes that agent's
+/// socket, which makes it exit; a new one cannot be started from there (it would inherit the
+/// old groups), so the next exec session starts it.
 fn agent_functions() -> String {
     format!(
-        "agent_socket() {{ if [ -n \"$N10N_AGENT_SOCKET\" ]; then printf '%s' \"$N10N_AGENT_SOCKET\"; \
-         else printf '/tmp/n10n-dev-%s/{AGENT_SOCKET_PREFIX}%s.sock' \"$(id -u)\" \
-         \"$(printf '%s' \"$1\" | cksum | cut -d ' ' -f 1)\"; fi; }}; \
-         start_agent() {{ [ -n \"$N10N_AGENT_SOCKET\" ] || perl -e {agent} \"$(agent_socket \"$1\")\" \"$1\" \
-         {AGENT_IDLE_SECS} </dev/null >/dev/null 2>&1 || true; }}",
+        "meta_of() {{ meta=\"${{1%/*}}/.${{1##*/}}.n10n-dev\"; }}; \
+         start_agent() {{ sock=\"/tmp/n10n-dev-$(id -u)/{AGENT_SOCKET_PREFIX}$(printf '%s %s' \"$1\" \
+         \"$(id -G \"${{USER:-$(id -un)}}\")\" | cksum | cut -d ' ' -f 1).sock\"; \
+         if [ -z \"$N10N_AGENT_SOCKET\" ]; then perl -e {agent} \"$sock\" \"$1\" {AGENT_IDLE_SECS} \
+         </dev/null >/dev/null 2>&1 || true; \
+         elif [ \"$sock\" != \"$N10N_AGENT_SOCKET\" ]; then rm -f -- \"$N10N_AGENT_SOCKET\"; fi; }}",
         agent = quote::quote(AGENT.as_bytes()),
     )
 }
 
 /// One round trip: `same SOCKET` when the replica carries `expected_id`, else `list SOCKET` and
 /// a listing of it. SOCKET is where the replica's agent listens, empty when there is no replica.
+/// A replica of an earlier release has its id moved out first.
 pub fn probe_command(dest: &str, expected_id: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
         "{functions}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
-         if [ -n \"$root\" ] && [ \"$(cat {MARKER} 2>/dev/null)\" = {id} ]; then \
-         start_agent \"$root\"; echo \"same $(agent_socket \"$root\")\"; exit 0; fi; \
-         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; \
-         start_agent \"$root\"; echo \"list $(agent_socket \"$root\")\"; perl -e {lister}",
+         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; meta_of \"$root\"; \
+         if [ -f {LEGACY_MARKER} ]; then mkdir -p -- \"$meta\" && mv -f -- {LEGACY_MARKER} \"$meta/replica-id\"; fi; \
+         start_agent \"$root\"; \
+         if [ \"$(cat \"$meta/replica-id\" 2>/dev/null)\" = {id} ]; then echo \"same $sock\"; exit 0; fi; \
+         echo \"list $sock\"; perl -e {lister}",
         functions = agent_functions(),
         id = quote::quote(expected_id.as_bytes()),
         lister = quote::quote(LISTER.as_bytes()),
@@ -257,10 +274,11 @@ pub fn probe_command(dest: &str, expected_id: &str) -> String {
 pub fn apply_command(dest: &str, new_marker: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; rm -rf -- {STAGING}; mkdir -- {STAGING}; \
-         tar -x -f - -C {STAGING} --no-same-owner; \
-         perl -e {apply} {STAGING} {STAGING}/{OPS} {marker}; rm -rf -- {STAGING}; \
-         root=$(pwd -P); start_agent \"$root\"; echo \"applied $(agent_socket \"$root\")\"",
+        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; root=$(pwd -P); meta_of \"$root\"; \
+         rm -rf -- {LEGACY_STAGING}; s=\"$meta/staging\"; mkdir -p -- \"$meta\"; rm -rf -- \"$s\"; mkdir -- \"$s\"; \
+         tar -x -f - -C \"$s\" --no-same-owner; \
+         perl -e {apply} \"$s\" \"$s/{OPS}\" {marker} \"$meta/replica-id\"; rm -rf -- \"$s\"; \
+         start_agent \"$root\"; echo \"applied $sock\"",
         functions = agent_functions(),
         apply = quote::quote(APPLY.as_bytes()),
         marker = quote::quote(new_marker.as_bytes()),
@@ -371,7 +389,8 @@ mod tests {
         std::fs::create_dir_all(replica.join("d/.git")).unwrap();
         std::fs::write(replica.join("d/f\nname"), "abc").unwrap();
         std::os::unix::fs::symlink("f", replica.join("l")).unwrap();
-        std::fs::write(replica.join(MARKER), "id2").unwrap();
+        // An earlier release's marker, inside the replica: the probe moves it out.
+        std::fs::write(replica.join(LEGACY_MARKER), "id2").unwrap();
         let out = sh(&probe_command("~/r", "id1"), home.path(), b"");
         let (ProbeResult::Listed(tree), Some(root)) = parse_probe(&out.stdout).unwrap() else {
             panic!("same?")
@@ -384,12 +403,59 @@ mod tests {
                 target: b"f".to_vec()
             }
         );
+        assert!(!replica.join(LEGACY_MARKER).exists());
+        let moved = std::fs::read(home.path().join(".r.n10n-dev/replica-id")).unwrap();
+        assert_eq!(moved, b"id2");
         let out = sh(&probe_command("~/r", "id2"), home.path(), b"");
         assert!(matches!(
             parse_probe(&out.stdout).unwrap(),
             (ProbeResult::Same, Some(_))
         ));
-        assert_eq!(root, "/nonexistent/agent.sock");
+        assert!(
+            root.starts_with("/tmp/n10n-dev-") && root.ends_with(".sock"),
+            "{root}"
+        );
+    }
+
+    #[test]
+    fn apply_keeps_its_own_files_beside_the_replica() {
+        let home = tempfile::tempdir().unwrap();
+        let replica = home.path().join("r");
+        std::fs::create_dir_all(replica.join(LEGACY_STAGING)).unwrap();
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        archive
+            .append_data(&mut header, "a.txt", &b"hi"[..])
+            .unwrap();
+        let ops = encode_ops(&[], &[b"a.txt".to_vec()]);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(ops.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, OPS, &ops[..]).unwrap();
+        let out = sh(
+            &apply_command("~/r", "id9"),
+            home.path(),
+            &archive.into_inner().unwrap(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names: Vec<_> = std::fs::read_dir(&replica)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["a.txt"],
+            "the replica holds the project and nothing else"
+        );
+        let meta = home.path().join(".r.n10n-dev");
+        assert_eq!(std::fs::read(meta.join("replica-id")).unwrap(), b"id9");
+        assert!(!meta.join("staging").exists());
     }
 
     #[test]

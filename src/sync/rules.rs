@@ -14,9 +14,6 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::error::{Error, Result};
 
-/// Names at the replica root that belong to n10n-dev (marker, staging); never synced or deleted.
-pub const RESERVED_PREFIX: &[u8] = b".n10n-dev-";
-
 pub struct Rules {
     root: PathBuf,
     /// `[sync] exclude`: always wins.
@@ -89,7 +86,8 @@ impl Rules {
     /// The decision for one path, assuming its parents are included.
     pub fn excludes_itself(&self, path: &[u8], is_dir: bool) -> bool {
         let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-        if name == b".git" || (!path.contains(&b'/') && path.starts_with(RESERVED_PREFIX)) {
+        // The archive's operations list travels under this root name.
+        if name == b".git" || path == super::remote::OPS.as_bytes() {
             return true;
         }
         let abs = self.absolute(path);
@@ -169,8 +167,9 @@ mod tests {
         assert!(rules.is_excluded(b"sub/node_modules/x/y.js", false));
         assert!(rules.is_excluded(b".git", true));
         assert!(rules.is_excluded(b"sub/.git/config", false));
-        assert!(rules.is_excluded(b".n10n-dev-replica", false));
-        assert!(!rules.is_excluded(b"sub/.n10n-dev-replica", false));
+        assert!(rules.is_excluded(b".n10n-dev-ops", false));
+        assert!(!rules.is_excluded(b".n10n-dev-replica", false));
+        assert!(!rules.is_excluded(b"sub/.n10n-dev-ops", false));
         assert!(!rules.is_excluded(b"src/main.rs", false));
     }
 }

@@ -189,12 +189,64 @@ fn doctor_names_missing_tools_and_the_backend() {
         &["doctor"],
         &[("PATH", "/nonexistent")],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "not ready: {}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("limactl    not found (install: "), "{text}");
     assert!(text.contains("backend:   lima"), "{text}");
     assert!(
         text.contains("verdict:   not ready: limactl is not on PATH"),
         "{text}"
+    );
+}
+
+#[test]
+fn doctor_tells_a_docker_cli_without_an_engine_from_no_docker() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = project_with("[vm]\nbackend = \"native\"\n");
+    let stand_ins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/bin");
+    let path = format!("{}:/usr/bin:/bin", stand_ins.display());
+    let doctor = |env: &[(&str, &str)]| {
+        let mut env = env.to_vec();
+        env.push(("PATH", &path));
+        n10n_with(dir.path(), home.path(), &["doctor"], &env)
+    };
+
+    let out = doctor(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("no engine answers; start it: sudo systemctl start docker"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verdict:   not ready: Docker is installed but no engine answers"),
+        "{text}"
+    );
+
+    let out = doctor(&[("FAKE_DOCKER_UP", "1")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("(engine answers)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("verdict:   ready"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = n10n_with(
+        dir.path(),
+        home.path(),
+        &["doctor"],
+        &[("PATH", "/nonexistent")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("verdict:   not ready: no Docker here (install: apt-get install docker.io)"),
+        "{}",
+        stdout(&out)
     );
 }

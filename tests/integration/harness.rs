@@ -346,14 +346,12 @@ pub fn snapshot(
     found
 }
 
-/// The replica as the user sees it: without n10n-dev's own files at its root.
+/// The replica as it is: n10n-dev keeps its own files beside it, so nothing is left out.
 pub fn replica_snapshot(
     project: &Project,
-    also_skip: &dyn Fn(&[u8]) -> bool,
+    skip: &dyn Fn(&[u8]) -> bool,
 ) -> std::collections::BTreeMap<Vec<u8>, Node> {
-    snapshot(&project.replica(), &|p| {
-        p.starts_with(b".n10n-dev-") || also_skip(p)
-    })
+    snapshot(&project.replica(), skip)
 }
 
 /// `n10n-dev run --no-sync -- sleep SECONDS` (SECONDS unique per test, so the remote process

@@ -155,7 +155,10 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_sync_converges() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let staged = project.replica().join(".n10n-dev-staging/big.bin");
+    // n10n-dev's staging area sits beside the replica, not in it.
+    let staged = project
+        .replica()
+        .with_file_name(".replica.n10n-dev/staging/big.bin");
     wait_for(
         "part of big.bin to be staged",
         Duration::from_secs(60),
@@ -205,20 +208,23 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
         stderr(&out)
     );
     let root = project.replica().canonicalize().unwrap();
+    // Named by the replica and the user's groups (a change of groups means a new agent).
     let crc = run_ok(
         "sh",
         &[
             "-c",
-            &format!("printf '%s' '{}' | cksum | cut -d ' ' -f 1", root.display()),
+            &format!(
+                "printf '%s %s' '{}' \"$(id -G \"$(id -un)\")\" | cksum | cut -d ' ' -f 1",
+                root.display()
+            ),
         ],
     );
     let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
     let socket = std::path::PathBuf::from(format!(
-        "/tmp/n10n-dev-{}/agent-v2-{}.sock",
+        "/tmp/n10n-dev-{}/agent-v3-{}.sock",
         uid.trim(),
         String::from_utf8(crc.stdout).unwrap().trim()
     ));
-    assert!(!project.replica().join(".n10n-dev-agent-v1.sock").exists());
     let meta = wait_for("the agent's socket", Duration::from_secs(10), || {
         std::fs::symlink_metadata(&socket).ok()
     });

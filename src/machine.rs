@@ -1,0 +1,202 @@
+//! Reaching the build machine, the workflows several commands share: connect (where it was last
+//! seen, else where its tool says), bring it up (start, wait for SSH, sync, provision), and
+//! connect with the replica brought up to date first.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::backend::{self, Backend};
+use crate::config::{BackendKind, Project};
+use crate::error::{Error, Result};
+use crate::host::HostFacts;
+use crate::progress::Step;
+use crate::ssh::{Endpoint, Session};
+use crate::state::{Lock, StateDir};
+use crate::{provision, sync};
+
+/// How long a new or resumed VM gets to answer SSH.
+const SSH_DEADLINE: Duration = Duration::from_secs(300);
+
+/// What every command starts from: the project, the state dir and the host facts.
+pub struct Context {
+    pub project: Project,
+    pub state: StateDir,
+    pub facts: HostFacts,
+    pub quiet: bool,
+}
+
+impl Context {
+    pub fn new(directory: Option<&Path>, quiet: bool) -> Result<Context> {
+        let start = match directory {
+            Some(dir) => dir.to_path_buf(),
+            None => std::env::current_dir()
+                .map_err(|e| Error::io("cannot read the current directory", e))?,
+        };
+        Ok(Context {
+            project: Project::discover(&start)?,
+            state: StateDir::locate()?,
+            facts: HostFacts::detect(),
+            quiet,
+        })
+    }
+
+    pub fn backend(&self, flag: Option<BackendKind>) -> Result<Box<dyn Backend>> {
+        backend::open(flag, &self.project, &self.facts, &self.state)
+    }
+
+    /// Where the machine was last seen, else where its tool says it is.
+    pub fn endpoint(&self, backend: &dyn Backend) -> Result<Endpoint> {
+        match backend.last_endpoint() {
+            Some(endpoint) => Ok(endpoint),
+            None => tokio::task::block_in_place(|| backend.endpoint()),
+        }
+    }
+
+    /// Connect to the machine: first where it was last seen (no call to its tool), then where
+    /// its tool says it is now.
+    pub async fn connect(&self, backend: &dyn Backend) -> Result<Session> {
+        let last = backend.last_endpoint();
+        let mut failure = None;
+        if let Some(endpoint) = &last {
+            // Any failure, a host key mismatch included, may only mean the address is stale:
+            // Lima gives a restarted VM a new port, and another VM may have the old one.
+            match Session::connect(endpoint).await {
+                Ok(session) => return Ok(session),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let current = tokio::task::block_in_place(|| backend.endpoint())?;
+        match failure {
+            Some(e) if last.as_ref() == Some(&current) => Err(e),
+            _ => Session::connect(&current).await,
+        }
+    }
+
+    /// Connect, bringing the replica up to date first when `sync` is set (the local scan
+    /// overlaps the SSH handshake). Says something only when it sent or deleted.
+    pub async fn connect_synced(&self, backend: &dyn Backend, sync: bool) -> Result<Session> {
+        let pending = match sync {
+            true => Some(sync::begin(&self.project, &self.state)?),
+            false => None,
+        };
+        let session = self.connect(backend).await?;
+        if let Some(pending) = pending {
+            self.finish_sync(pending, &session).await?;
+        }
+        Ok(session)
+    }
+
+    async fn finish_sync(&self, pending: sync::Pending, session: &Session) -> Result<()> {
+        let options = sync::Options {
+            dry_run: false,
+            progress: !self.quiet,
+        };
+        let summary = pending.finish(session, &options).await?;
+        if summary.changed() && !self.quiet {
+            eprintln!("{summary}");
+        }
+        Ok(())
+    }
+
+    /// The work of `up`, shared with `build-image`: the machine running, synced, and (when
+    /// `provision` is set) provisioned. `None` for the native backend, where commands run on
+    /// this machine.
+    pub async fn bring_up(
+        &self,
+        backend: &dyn Backend,
+        provision: bool,
+        sync: bool,
+    ) -> Result<Option<Session>> {
+        let vm = &self.project.config.vm.name;
+        // Two `up` for one project wait for each other instead of creating two VMs.
+        let _lock = Lock::acquire(&self.state.vm_dir(vm)?.join("up.lock"))?;
+        if backend.runs_locally() {
+            tokio::task::block_in_place(|| backend.start())?;
+            return Ok(None);
+        }
+        let session = match reuse(backend).await {
+            Some(session) => session,
+            None => start(backend, self.quiet).await?,
+        };
+        // Sync first: it finds the remote agent, through which the stamp check then goes.
+        if sync {
+            self.finish_sync(sync::begin(&self.project, &self.state)?, &session)
+                .await?;
+        }
+        if !provision {
+            return Ok(Some(session));
+        }
+        let current = provision::is_current(&session, &self.provision_stamp()?).await?;
+        self.provision_unless(current, session).await.map(Some)
+    }
+
+    /// The stamp the machine must carry for the project's provision scripts.
+    pub fn provision_stamp(&self) -> Result<String> {
+        Ok(provision::stamp(&provision::scripts_for(&self.project)?))
+    }
+
+    /// Run the provision scripts unless `current` (the machine's stamp matched). Scripts may
+    /// change the user's groups (docker.sh adds the docker group), and a connection keeps the
+    /// groups it logged in with, as does every process started through it: after they ran, a
+    /// new connection takes over, so the next command sees the machine as a new login would.
+    pub async fn provision_unless(&self, current: bool, session: Session) -> Result<Session> {
+        let scripts = provision::scripts_for(&self.project)?;
+        let stamp = provision::stamp(&scripts);
+        let session = if current {
+            session
+        } else {
+            provision::run(&session, &scripts, &stamp, self.quiet).await?;
+            let endpoint = session.endpoint().clone();
+            drop(session);
+            Session::connect(&endpoint).await?
+        };
+        provision::remember(&self.state.vm_dir(&self.project.config.vm.name)?, &stamp)?;
+        Ok(session)
+    }
+}
+
+/// The machine as it was left: connect to the endpoint seen last time, if it still answers.
+async fn reuse(backend: &dyn Backend) -> Option<Session> {
+    let endpoint = backend.last_endpoint()?;
+    match tokio::time::timeout(Duration::from_secs(3), Session::connect(&endpoint)).await {
+        Ok(Ok(session)) => Some(session),
+        Ok(Err(e)) => {
+            tracing::debug!("last endpoint {endpoint} does not answer: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Create or resume the machine and wait for its SSH.
+async fn start(backend: &dyn Backend, quiet: bool) -> Result<Session> {
+    let step = Step::new("starting the VM", quiet);
+    let started = tokio::task::block_in_place(|| backend.start().and_then(|()| backend.endpoint()));
+    step.finish();
+    let endpoint = started?;
+    let step = Step::new("waiting for SSH", quiet);
+    let session = wait_for_ssh(&endpoint, SSH_DEADLINE).await;
+    step.finish();
+    session
+}
+
+/// Poll until SSH answers, or give up at the deadline. A changed host key or an unusable
+/// identity ends the wait at once.
+async fn wait_for_ssh(endpoint: &Endpoint, timeout: Duration) -> Result<Session> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match Session::connect(endpoint).await {
+            Ok(session) => return Ok(session),
+            Err(e @ (Error::HostKeyMismatch { .. } | Error::Identity { .. })) => return Err(e),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::Other(format!(
+                    "the VM did not answer SSH within {} s: {e}\nnext: `n10n-dev status`, and the \
+                     backend's own logs",
+                    timeout.as_secs()
+                )));
+            }
+            Err(e) => tracing::debug!("waiting for SSH: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
