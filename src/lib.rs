@@ -1,7 +1,8 @@
 //! n10n-dev: a Linux build machine for a Mac developer in one command.
 //!
-//! Layers, top to bottom: `cli` → `commands` → `backend` → `ssh` → `sync`. Configuration
-//! (`config`) and host facts (`host`) are plain data passed down.
+//! Layers, top to bottom: `cli` → `commands` → `machine` (shared workflows) → `backend`, `sync`,
+//! `provision`, `image` → `ssh`. Configuration (`config`) and host facts (`host`) are plain data
+//! passed down.
 
 pub mod backend;
 pub mod cli;

@@ -44,13 +44,23 @@ impl TransferBar {
 }
 
 /// A named step: a spinner with the elapsed time and the latest line of output, on a terminal.
+/// Elsewhere (a CI log) a step still running after `SHOW_AFTER` is announced on a line of its
+/// own, and its end with the time it took, so that a long wait is never silent.
 pub struct Step {
     bar: ProgressBar,
+    plain: Option<PlainStep>,
+}
+
+/// The off-terminal announcement: a thread that waits for the step to end or `SHOW_AFTER`.
+struct PlainStep {
+    done: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Step {
     pub fn new(name: &str, quiet: bool) -> Step {
-        let visible = !quiet && std::io::stderr().is_terminal();
+        let terminal = std::io::stderr().is_terminal();
+        let visible = !quiet && terminal;
         let bar = ProgressBar::with_draw_target(
             None,
             if visible {
@@ -65,14 +75,38 @@ impl Step {
         );
         bar.set_prefix(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
-        Step { bar }
+        let plain = (!quiet && !terminal).then(|| PlainStep::start(name.to_string()));
+        Step { bar, plain }
     }
 
     pub fn message(&self, line: &str) {
         self.bar.set_message(line.to_string());
     }
 
-    pub fn finish(&self) {
+    pub fn finish(self) {
         self.bar.finish_and_clear();
+        if let Some(plain) = self.plain {
+            let _ = plain.done.send(());
+            let _ = plain.thread.join();
+        }
+    }
+}
+
+impl PlainStep {
+    fn start(name: String) -> PlainStep {
+        let (done, finished) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            if finished.recv_timeout(SHOW_AFTER).is_ok() {
+                return;
+            }
+            eprintln!("{name} ...");
+            let _ = finished.recv();
+            eprintln!(
+                "{name}: ended after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        });
+        PlainStep { done, thread }
     }
 }
