@@ -380,6 +380,21 @@ mod tests {
         child.wait_with_output().unwrap()
     }
 
+    /// An archive as a sync sends it: one file at `path`, then the operations list moving it.
+    fn archive_moving(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, path, data).unwrap();
+        let ops = encode_ops(&[], &[path.as_bytes().to_vec()]);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(ops.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, OPS, &ops[..]).unwrap();
+        archive.into_inner().unwrap()
+    }
+
     #[test]
     fn probe_lists_an_unknown_replica_and_recognises_its_marker() {
         let home = tempfile::tempdir().unwrap();
@@ -422,22 +437,10 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let replica = home.path().join("r");
         std::fs::create_dir_all(replica.join(LEGACY_STAGING)).unwrap();
-        let mut archive = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(2);
-        header.set_mode(0o644);
-        archive
-            .append_data(&mut header, "a.txt", &b"hi"[..])
-            .unwrap();
-        let ops = encode_ops(&[], &[b"a.txt".to_vec()]);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(ops.len() as u64);
-        header.set_mode(0o644);
-        archive.append_data(&mut header, OPS, &ops[..]).unwrap();
         let out = sh(
             &apply_command("~/r", "id9"),
             home.path(),
-            &archive.into_inner().unwrap(),
+            &archive_moving("a.txt", b"hi"),
         );
         assert!(
             out.status.success(),
@@ -465,22 +468,10 @@ mod tests {
         let replica = home.path().join("r");
         std::fs::create_dir_all(&replica).unwrap();
         std::os::unix::fs::symlink(outside.path(), replica.join("esc")).unwrap();
-        let mut archive = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(1);
-        header.set_mode(0o644);
-        archive
-            .append_data(&mut header, "esc/pwned", &b"x"[..])
-            .unwrap();
-        let ops = encode_ops(&[], &[b"esc/pwned".to_vec()]);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(ops.len() as u64);
-        header.set_mode(0o644);
-        archive.append_data(&mut header, OPS, &ops[..]).unwrap();
         let out = sh(
             &apply_command("~/r", ""),
             home.path(),
-            &archive.into_inner().unwrap(),
+            &archive_moving("esc/pwned", b"x"),
         );
         assert!(!out.status.success());
         assert!(

@@ -392,3 +392,16 @@ impl Drop for RemoteSleep {
         let _ = Command::new("pkill").args(["-f", &self.pattern]).status();
     }
 }
+
+/// Run `cmd` with `input` on its stdin (then EOF), collecting stdout and stderr.
+pub fn output_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -1,6 +1,5 @@
 //! `run`: exit codes, separate streams, stdin, quoting, environment, signals, failures.
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -58,26 +57,17 @@ fn arguments_arrive_unchanged() {
 fn stdin_is_forwarded_with_eof() {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
-    let mut child = project
-        .cmd(&[
+    let out = output_with_stdin(
+        project.cmd(&[
             "run",
             "--no-sync",
             "--",
             "sh",
             "-c",
             "tr a-z A-Z; echo done",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello\nworld\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        b"hello\nworld\n",
+    );
     assert_eq!(stdout(&out), "HELLO\nWORLD\ndone\n");
     assert_eq!(out.status.code(), Some(0));
 }

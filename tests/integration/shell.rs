@@ -149,23 +149,12 @@ fn native_shell_opens_in_the_project_and_returns_its_exit_code() {
 
 #[test]
 fn shell_reads_a_script_from_stdin_without_a_pty_and_ends_at_its_end() {
-    use std::io::Write;
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
-    let mut child = project
-        .cmd(&["shell"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo \"sum=$((2 + 3)) tty=$(tty -s && echo yes || echo no)\"; pwd\nexit 6\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        project.cmd(&["shell"]),
+        b"echo \"sum=$((2 + 3)) tty=$(tty -s && echo yes || echo no)\"; pwd\nexit 6\n",
+    );
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("sum=5 tty=no"), "{text}");
