@@ -126,31 +126,42 @@ impl Context {
         if !provision {
             return Ok(Some(session));
         }
-        let current = provision::is_current(&session, &self.provision_stamp()?).await?;
-        self.provision_unless(current, session).await.map(Some)
+        let plan = self.provision_plan()?;
+        let current = provision::is_current(&session, &plan.stamp).await?;
+        self.provision_unless(current, session, &plan)
+            .await
+            .map(Some)
     }
 
-    /// The stamp the machine must carry for the project's provision scripts.
-    pub fn provision_stamp(&self) -> Result<String> {
-        Ok(provision::stamp(&provision::scripts_for(&self.project)?))
+    /// The project's provision scripts, and the stamp a machine carries once they ran.
+    pub fn provision_plan(&self) -> Result<provision::Plan> {
+        let scripts = provision::scripts_for(&self.project)?;
+        let stamp = provision::stamp(&scripts);
+        Ok(provision::Plan { scripts, stamp })
     }
 
     /// Run the provision scripts unless `current` (the machine's stamp matched). Scripts may
     /// change the user's groups (docker.sh adds the docker group), and a connection keeps the
     /// groups it logged in with, as does every process started through it: after they ran, a
     /// new connection takes over, so the next command sees the machine as a new login would.
-    pub async fn provision_unless(&self, current: bool, session: Session) -> Result<Session> {
-        let scripts = provision::scripts_for(&self.project)?;
-        let stamp = provision::stamp(&scripts);
+    pub async fn provision_unless(
+        &self,
+        current: bool,
+        session: Session,
+        plan: &provision::Plan,
+    ) -> Result<Session> {
         let session = if current {
             session
         } else {
-            provision::run(&session, &scripts, &stamp, self.quiet).await?;
+            provision::run(&session, &plan.scripts, &plan.stamp, self.quiet).await?;
             let endpoint = session.endpoint().clone();
             drop(session);
             Session::connect(&endpoint).await?
         };
-        provision::remember(&self.state.vm_dir(&self.project.config.vm.name)?, &stamp)?;
+        provision::remember(
+            &self.state.vm_dir(&self.project.config.vm.name)?,
+            &plan.stamp,
+        )?;
         Ok(session)
     }
 }

@@ -26,6 +26,12 @@ const EMBEDDED: [(&str, &str); 3] = [
     ("rust", include_str!("../provision/rust.sh")),
 ];
 
+/// The scripts a machine needs and the stamp it carries once they ran.
+pub struct Plan {
+    pub scripts: Vec<Script>,
+    pub stamp: String,
+}
+
 /// Docker always; then the toolchains configured, or detected from the project's build files.
 /// `N10N_DEV_PROVISION_DIR` replaces the built-in scripts with `<dir>/<name>.sh`.
 pub fn scripts_for(project: &Project) -> Result<Vec<Script>> {

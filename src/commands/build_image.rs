@@ -97,16 +97,16 @@ async fn provisioned_and_listed(
         };
         return Ok((None, list(&here).await?));
     };
-    let stamp = ctx.provision_stamp()?;
+    let plan = ctx.provision_plan()?;
     let (current, before) = {
         let place = Place::Remote {
             session: &session,
             dir: ctx.project.config.sync.dest.clone(),
         };
-        tokio::join!(provision::is_current(&session, &stamp), list(&place))
+        tokio::join!(provision::is_current(&session, &plan.stamp), list(&place))
     };
     let current = current?;
-    let session = ctx.provision_unless(current, session).await?;
+    let session = ctx.provision_unless(current, session, &plan).await?;
     let before = match current {
         true => before?,
         false => {

@@ -15,8 +15,7 @@ pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
         ));
     }
     let session = ctx.connect(backend.as_ref()).await?;
-    let scripts = provision::scripts_for(&ctx.project)?;
-    let stamp = provision::stamp(&scripts);
+    let provision::Plan { scripts, stamp } = ctx.provision_plan()?;
     if !args.force && provision::is_current(&session, &stamp).await? {
         if !ctx.quiet {
             eprintln!("provision: up to date ({stamp})");
