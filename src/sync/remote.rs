@@ -156,7 +156,8 @@ sub stream {
 "#;
 
 /// Walks the replica without following links and prints, per entry, NUL-terminated fields:
-/// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git`. Uses only perl-base (File::Find is not in it).
+/// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git`. Uses only
+/// perl-base (File::Find is not in it).
 const LISTER: &str = r#"
 use strict;
 my @dirs = ('');
