@@ -49,6 +49,8 @@ pub enum Command {
     Doctor,
     /// Build the container image in the VM from cold: up, sync, build, describe
     BuildImage(BuildImageArgs),
+    /// Is the image's base still the newest, and young enough? Exit 0 current, 1 stale, 3 unknown
+    CheckBase(commands::check_base::CheckBaseArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
     Sync(SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
@@ -196,6 +198,7 @@ fn init_tracing(cli: &Cli) {
 
 async fn dispatch(cli: Cli) -> u8 {
     let is_remote_command = matches!(cli.command, Command::Run(_) | Command::Shell(_));
+    let is_check_base = matches!(cli.command, Command::CheckBase(_));
     let result = run_command(cli).await;
     match result {
         Ok(code) => code.clamp(0, 255) as u8,
@@ -204,6 +207,9 @@ async fn dispatch(cli: Cli) -> u8 {
             // `run` and `shell` reserve 1..=254 for the remote command, as ssh does.
             if is_remote_command && !error.is_usage() {
                 255
+            } else if is_check_base && !error.is_usage() {
+                // 1 means stale: failing to find out must not look like an answer.
+                3
             } else {
                 error.exit_code()
             }
@@ -225,6 +231,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .await
             .map(|()| 0),
         Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
+        Command::CheckBase(args) => commands::check_base::run(&context()?, args).await,
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,
         Command::Shell(args) => commands::shell::run(&context()?, args).await,

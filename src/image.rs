@@ -133,6 +133,32 @@ pub async fn image_ids(place: &Place<'_>) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Where `build-image` records the image it produced, in the VM's state dir.
+const LAST_BUILT: &str = "last-image";
+
+/// Remember `image` (name:tag, or ID when untagged) as the one the project's commands default to.
+pub fn remember_built(vm_dir: &Path, image: &str) -> Result<()> {
+    crate::state::write_atomically(&vm_dir.join(LAST_BUILT), image.as_bytes())
+}
+
+/// The image a command was given, else the one `build-image` produced last.
+pub fn given_or_last_built(given: Option<String>, vm_dir: &Path) -> Result<String> {
+    if let Some(image) = given {
+        return Ok(image);
+    }
+    std::fs::read_to_string(vm_dir.join(LAST_BUILT))
+        .ok()
+        .map(|text| text.trim().to_string())
+        .filter(|image| !image.is_empty())
+        .ok_or_else(|| {
+            Error::Usage(
+                "no image given, and `n10n-dev build-image` has not built one for this project \
+                 yet: build it first, or name the image"
+                    .into(),
+            )
+        })
+}
+
 /// What `docker image inspect` says of one image.
 #[derive(Debug)]
 pub struct ImageFacts {

@@ -5,6 +5,7 @@
 //! passed down.
 
 pub mod backend;
+pub mod base;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod local;
 pub mod machine;
 pub mod progress;
 pub mod provision;
+pub mod registry;
 pub mod ssh;
 pub mod state;
 pub mod sync;

@@ -65,6 +65,8 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     };
     let label = &ctx.project.config.base.label;
     let tag = print_summary(&image, &reference, &platform, label)?;
+    let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
+    image::remember_built(&vm_dir, tag.as_deref().unwrap_or(&image.id))?;
     if let Some(file) = &args.save {
         // By name, so that `docker load` restores the tag too.
         image::save(&place, tag.as_deref().unwrap_or(&image.id), file).await?;

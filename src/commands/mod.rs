@@ -1,6 +1,7 @@
 //! One file per subcommand; orchestration only.
 
 pub mod build_image;
+pub mod check_base;
 pub mod destroy;
 pub mod doctor;
 pub mod provision;

@@ -405,3 +405,15 @@ pub fn output_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
+
+pub fn require_docker() {
+    let answers = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        answers.is_ok_and(|s| s.success()),
+        "these tests need a Docker engine: .ci/run starts `dockerd --bridge=none --iptables=false`"
+    );
+}

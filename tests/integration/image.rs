@@ -7,18 +7,6 @@ use std::process::{Command, Output, Stdio};
 
 use crate::harness::*;
 
-fn require_docker() {
-    let answers = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        answers.is_ok_and(|s| s.success()),
-        "these tests need a Docker engine: .ci/run starts `dockerd --bridge=none --iptables=false`"
-    );
-}
-
 fn unique(name: &str) -> String {
     format!("n10n-test-{}-{name}", std::process::id())
 }

@@ -4,10 +4,12 @@
 mod harness;
 
 mod artifacts;
+mod check_base;
 mod config;
 mod image;
 mod lima;
 mod native;
+mod registry;
 mod run;
 mod shell;
 mod ssh_config;

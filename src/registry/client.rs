@@ -1,0 +1,580 @@
+//! A small OCI distribution client: manifests (HEAD and GET, indexes resolved to a platform),
+//! config blobs and tag lists, with the registry's own auth challenge answered (an anonymous or
+//! credentialed bearer token, or HTTP basic). HTTPS everywhere but on loopback, as Docker does.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use super::credentials::Credentials;
+use crate::error::{Error, Result};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Every manifest type, indexes first, as Renovate and the Docker CLI ask.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries for a request the registry answers 429 or 5xx (the first included).
+const ATTEMPTS: u32 = 4;
+const MAX_PAGES: usize = 200;
+
+pub struct Client {
+    http: reqwest::Client,
+    /// `https://host` (or `http://` on loopback).
+    base: String,
+    /// `host[:port]`, for messages.
+    registry: String,
+    credentials: Option<Credentials>,
+    /// The `Authorization` value that worked, per token scope.
+    authorizations: Mutex<HashMap<String, String>>,
+}
+
+/// A manifest or index, as the registry sent it.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub body: Value,
+}
+
+impl Manifest {
+    pub fn is_index(&self) -> bool {
+        matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_LIST)
+            || self.body["manifests"].is_array()
+    }
+
+    /// `(os/arch[/variant], digest)` of each image an index lists; attestations (platform
+    /// unknown/unknown) left out.
+    pub fn platforms(&self) -> Vec<(String, String)> {
+        let entries = self.body["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        entries
+            .iter()
+            .filter_map(|m| {
+                let p = &m["platform"];
+                let os = p["os"].as_str()?;
+                let arch = p["architecture"].as_str()?;
+                let name = match p["variant"].as_str() {
+                    Some(variant) => format!("{os}/{arch}/{variant}"),
+                    None => format!("{os}/{arch}"),
+                };
+                Some((name, m["digest"].as_str()?.to_string()))
+            })
+            .filter(|(platform, _)| platform != "unknown/unknown")
+            .collect()
+    }
+}
+
+impl Client {
+    /// A client for `registry` (`host[:port]`; the API host, e.g. `registry-1.docker.io`).
+    pub fn new(registry: &str, credentials: Option<Credentials>) -> Result<Client> {
+        let scheme = match is_loopback(registry) {
+            true => "http",
+            false => "https",
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("n10n-dev/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base: format!("{scheme}://{registry}"),
+            registry: registry.to_string(),
+            credentials,
+            authorizations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The digest `reference` (tag or digest) points to now; `None` when there is no such
+    /// manifest. A HEAD request, which registries answer with `Docker-Content-Digest`.
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let response = self
+            .send(Method::HEAD, &url, repository, Some(MANIFEST_ACCEPT))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let what = format!("{repository}:{reference}");
+        let response = self.check(response, &what).await?;
+        match content_digest(response.headers()) {
+            Some(digest) => Ok(Some(digest)),
+            // Not every registry sends it on HEAD; the body's own digest is the answer.
+            None => Ok(Some(self.manifest(repository, reference).await?.digest)),
+        }
+    }
+
+    pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let what = format!("{repository}:{reference}");
+        let response = self
+            .send(Method::GET, &url, repository, Some(MANIFEST_ACCEPT))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(Error::Other(format!(
+                "{}/{what} does not exist",
+                self.registry
+            )));
+        }
+        let response = self.check(response, &what).await?;
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = self.body(response, &what).await?;
+        let digest = sha256_digest(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(Error::Other(format!(
+                "{} sent a manifest for {what} whose digest is {digest}",
+                self.registry
+            )));
+        }
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Other(format!(
+                "{} sent a manifest for {what} that is not JSON: {e}",
+                self.registry
+            ))
+        })?;
+        let media_type = match body["mediaType"].as_str() {
+            Some(declared) => declared.to_string(),
+            None => media_type,
+        };
+        Ok(Manifest {
+            digest,
+            media_type,
+            size: bytes.len() as u64,
+            body,
+        })
+    }
+
+    /// The single-platform manifest for `platform` (`linux/amd64`): `manifest` itself when it
+    /// is one, else the matching entry of the index.
+    pub async fn image_manifest(
+        &self,
+        repository: &str,
+        manifest: Manifest,
+        platform: &str,
+    ) -> Result<Manifest> {
+        if !manifest.is_index() {
+            return Ok(manifest);
+        }
+        let platforms = manifest.platforms();
+        let chosen = platforms
+            .iter()
+            .find(|(p, _)| p == platform || p.starts_with(&format!("{platform}/")));
+        match chosen {
+            Some((_, digest)) => self.manifest(repository, digest).await,
+            None => Err(Error::Other(format!(
+                "{}/{repository}@{} has no {platform} image (it has {})",
+                self.registry,
+                manifest.digest,
+                platforms
+                    .iter()
+                    .map(|(p, _)| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The image's config blob (labels under `config.Labels`, the build time in `created`).
+    pub async fn config(&self, repository: &str, image: &Manifest) -> Result<Value> {
+        let digest = image.body["config"]["digest"].as_str().ok_or_else(|| {
+            Error::Other(format!(
+                "the manifest {} names no config blob",
+                image.digest
+            ))
+        })?;
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let what = format!("{repository}@{digest}");
+        let response = self.send(Method::GET, &url, repository, None).await?;
+        let response = self.check(response, &what).await?;
+        let bytes = self.body(response, &what).await?;
+        if sha256_digest(&bytes) != digest {
+            return Err(Error::Other(format!(
+                "{} sent a config blob that does not match its digest {digest}",
+                self.registry
+            )));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Other(format!("the config blob {digest} is not JSON: {e}")))
+    }
+
+    /// Every tag of `repository`, following `Link` pagination.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>> {
+        let mut url = format!("{}/v2/{repository}/tags/list?n=1000", self.base);
+        let mut tags = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let response = self.send(Method::GET, &url, repository, None).await?;
+            let response = self
+                .check(response, &format!("the tags of {repository}"))
+                .await?;
+            let next = next_link(response.headers());
+            let bytes = self.body(response, "a tag list").await?;
+            let page: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Other(format!(
+                    "{} sent a tag list that is not JSON: {e}",
+                    self.registry
+                ))
+            })?;
+            let names = page["tags"].as_array().cloned().unwrap_or_default();
+            tags.extend(names.iter().filter_map(|t| t.as_str().map(str::to_string)));
+            match next {
+                Some(next) if next.starts_with('/') => url = format!("{}{next}", self.base),
+                Some(next) => url = next,
+                None => return Ok(tags),
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Send a request with the authorization that worked before for this repository; answer
+    /// a 401 challenge once; retry 429 and 5xx with backoff.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        repository: &str,
+        accept: Option<&str>,
+    ) -> Result<Response> {
+        let scope = format!("repository:{repository}:pull");
+        let mut challenged = false;
+        let mut attempt = 1;
+        loop {
+            let mut request = self.http.request(method.clone(), url);
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(auth) = self.authorizations.lock().await.get(&scope) {
+                request = request.header(AUTHORIZATION, auth);
+            }
+            let response = request.send().await.map_err(|e| self.unreachable(e))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = header_text(response.headers(), WWW_AUTHENTICATE);
+                let auth = self.answer(&challenge, &scope).await?;
+                self.authorizations.lock().await.insert(scope.clone(), auth);
+                continue;
+            }
+            let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            if retryable && attempt < ATTEMPTS {
+                tokio::time::sleep(backoff(attempt, response.headers())).await;
+                attempt += 1;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// The `Authorization` value that answers a `WWW-Authenticate` challenge.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<String> {
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.to_ascii_lowercase().as_str() {
+            "bearer" => self.bearer_token(&params, scope).await,
+            "basic" => match &self.credentials {
+                Some(c) => Ok(basic(c)),
+                None => Err(self.needs_login()),
+            },
+            _ => Err(Error::Other(format!(
+                "{} asks for an authentication scheme n10n-dev does not speak: {challenge:?}",
+                self.registry
+            ))),
+        }
+    }
+
+    /// The token flow of the distribution spec: anonymous, or with the user's credentials.
+    async fn bearer_token(&self, params: &HashMap<String, String>, scope: &str) -> Result<String> {
+        let realm = params.get("realm").ok_or_else(|| {
+            Error::Other(format!(
+                "{} sent a bearer challenge without a realm",
+                self.registry
+            ))
+        })?;
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = params.get("service") {
+            query.push(("service", service));
+        }
+        let mut request = self.http.get(realm).query(&query);
+        if let Some(c) = &self.credentials {
+            request = request.header(AUTHORIZATION, basic(c));
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        match response.status() {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.credentials.is_some() => {
+                return Err(self.rejected());
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(self.needs_login()),
+            s => {
+                return Err(Error::Other(format!(
+                    "the token service of {} ({realm}) answered {s}",
+                    self.registry
+                )));
+            }
+        }
+        let bytes = self.body(response, "a token").await?;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let token = answer["token"]
+            .as_str()
+            .or(answer["access_token"].as_str())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "the token service of {} ({realm}) sent no token",
+                    self.registry
+                ))
+            })?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Turn a final answer that is not a success into a clear error.
+    async fn check(&self, response: Response, what: &str) -> Result<Response> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let detail = registry_error_text(&response.bytes().await.unwrap_or_default());
+        let registry = &self.registry;
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.credentials.is_some() => {
+                self.rejected()
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.needs_login(),
+            StatusCode::NOT_FOUND => {
+                Error::Other(format!("{registry}: {what} does not exist{detail}"))
+            }
+            StatusCode::TOO_MANY_REQUESTS => Error::Other(format!(
+                "{registry} kept answering 429 Too Many Requests for {what} after {ATTEMPTS} tries{detail}; try again later"
+            )),
+            s if s.is_server_error() => Error::Other(format!(
+                "{registry} kept failing with {s} for {what} after {ATTEMPTS} tries{detail}"
+            )),
+            s => Error::Other(format!("{registry} answered {s} for {what}{detail}")),
+        })
+    }
+
+    async fn body(&self, response: Response, what: &str) -> Result<bytes::Bytes> {
+        response
+            .bytes()
+            .await
+            .map_err(|e| Error::Other(format!("reading {what} from {} failed: {e}", self.registry)))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        let why = match e.is_timeout() {
+            true => "it did not answer in time".to_string(),
+            false => error_chain(&e),
+        };
+        Error::Other(format!(
+            "cannot reach the registry {} ({}): {why}",
+            self.registry, self.base
+        ))
+    }
+
+    fn needs_login(&self) -> Error {
+        let registry = &self.registry;
+        Error::Other(format!(
+            "{registry} wants credentials and none are set up here: run `docker login {registry}` \
+             (n10n-dev reads the Docker config's credHelpers, credsStore and auths)"
+        ))
+    }
+
+    fn rejected(&self) -> Error {
+        let user = self
+            .credentials
+            .as_ref()
+            .map(|c| c.username.as_str())
+            .unwrap_or_default();
+        Error::Other(format!(
+            "{} refused the credentials of `{user}` from the Docker config: log in again \
+             (`docker login {}`), or check that this user may read the repository",
+            self.registry, self.registry
+        ))
+    }
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => registry.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn basic(c: &Credentials) -> String {
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", c.username, c.password))
+    )
+}
+
+fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn content_digest(headers: &HeaderMap) -> Option<String> {
+    let digest = header_text(
+        headers,
+        reqwest::header::HeaderName::from_static("docker-content-digest"),
+    );
+    super::reference::is_sha256_digest(&digest).then_some(digest)
+}
+
+/// `Retry-After` in seconds when the registry says (at most 10), else 1, 2, 4 s.
+fn backoff(attempt: u32, headers: &HeaderMap) -> Duration {
+    let said = header_text(headers, RETRY_AFTER).parse::<u64>().ok();
+    Duration::from_secs(said.map_or(1 << (attempt - 1), |s| s.min(10)))
+}
+
+/// `Bearer realm="https://…",service="…",scope="repository:a:pull,push"` → scheme, params.
+fn parse_challenge(challenge: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = challenge
+        .trim()
+        .split_once(' ')
+        .unwrap_or((challenge.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, remainder) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                (&quoted[..end], quoted.get(end + 1..).unwrap_or_default())
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        params.insert(key, value.to_string());
+        rest = remainder.trim_start_matches(',').trim();
+    }
+    (scheme.to_string(), params)
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = header_text(headers, LINK);
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part.find('>')?;
+            Some(part[start..end].to_string())
+        })
+}
+
+/// `: CODE: message` from a registry's `{"errors":[…]}` body, or nothing.
+fn registry_error_text(body: &[u8]) -> String {
+    let json: Value = serde_json::from_slice(body).unwrap_or_default();
+    let errors = json["errors"].as_array().cloned().unwrap_or_default();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["code"].as_str().unwrap_or("ERROR"),
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    match text.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", text.join("; ")),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_parsed_with_quoted_commas() {
+        let (scheme, params) = parse_challenge(
+            r#"Bearer realm="https://public.ecr.aws/token/",service="public.ecr.aws",scope="repository:a:pull,push""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(params["realm"], "https://public.ecr.aws/token/");
+        assert_eq!(params["service"], "public.ecr.aws");
+        assert_eq!(params["scope"], "repository:a:pull,push");
+        let (scheme, params) = parse_challenge(r#"Basic realm="basic-realm""#);
+        assert_eq!(
+            (scheme.as_str(), params["realm"].as_str()),
+            ("Basic", "basic-realm")
+        );
+    }
+
+    #[test]
+    fn links_errors_and_loopback() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            "</v2/x/tags/list?n=2&last=b>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&headers).as_deref(),
+            Some("/v2/x/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            registry_error_text(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no repo"}]}"#),
+            " (NAME_UNKNOWN: no repo)"
+        );
+        assert!(
+            is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:5000")
+        );
+        assert!(!is_loopback("public.ecr.aws") && !is_loopback("10.0.0.1:5000"));
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}
