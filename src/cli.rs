@@ -51,6 +51,8 @@ pub enum Command {
     BuildImage(BuildImageArgs),
     /// Is the image's base still the newest, and young enough? Exit 0 current, 1 stale, 3 unknown
     CheckBase(commands::check_base::CheckBaseArgs),
+    /// Push the built image with credentials from this machine; prints REPO@sha256:…
+    Push(commands::push::PushArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
     Sync(SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
@@ -232,6 +234,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .map(|()| 0),
         Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
         Command::CheckBase(args) => commands::check_base::run(&context()?, args).await,
+        Command::Push(args) => commands::push::run(&context()?, args).await.map(|()| 0),
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,
         Command::Shell(args) => commands::shell::run(&context()?, args).await,

@@ -91,6 +91,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub lambda: LambdaConfig,
     pub base: BaseConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +185,28 @@ impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushConfig {
+    /// Where `push` sends the image, `host/repository` (empty: `--to` is needed).
+    pub repository: String,
+    pub auth: PushAuth,
+    /// The ECR region when the host name does not say it (a VPC endpoint, say).
+    pub region: String,
+}
+
+/// How `push` finds credentials for the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PushAuth {
+    /// The Docker config; for an ECR host without credentials there, `aws ecr get-login-password`.
+    #[default]
+    Auto,
+    /// The Docker config only.
+    Docker,
+    /// `aws ecr get-login-password`, whatever the host name.
+    Ecr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -345,6 +368,8 @@ struct RawConfig {
     lambda: RawLambda,
     #[serde(default)]
     base: RawBase,
+    #[serde(default)]
+    push: RawPush,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,6 +438,14 @@ struct RawBase {
     label: Option<String>,
     #[serde(default, deserialize_with = "max_age")]
     max_age_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    repository: Option<String>,
+    auth: Option<PushAuth>,
+    region: Option<String>,
 }
 
 impl RawConfig {
@@ -487,6 +520,11 @@ impl RawConfig {
                 image: self.base.image.unwrap_or_default(),
                 label: self.base.label.unwrap_or_else(|| "sdkBaseVersion".into()),
                 max_age_days: self.base.max_age_days.unwrap_or(30),
+            },
+            push: PushConfig {
+                repository: self.push.repository.unwrap_or_default(),
+                auth: self.push.auth.unwrap_or_default(),
+                region: self.push.region.unwrap_or_default(),
             },
         })
     }

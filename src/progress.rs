@@ -3,7 +3,9 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 
@@ -40,6 +42,55 @@ impl TransferBar {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// One bar per image layer (a push), with the engine's status for it, on a terminal only.
+pub struct LayerBars {
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl LayerBars {
+    pub fn new(quiet: bool) -> LayerBars {
+        let target = match !quiet && std::io::stderr().is_terminal() {
+            true => ProgressDrawTarget::stderr(),
+            false => ProgressDrawTarget::hidden(),
+        };
+        LayerBars {
+            multi: MultiProgress::with_draw_target(target),
+            bars: HashMap::new(),
+            style: ProgressStyle::with_template(
+                "{prefix} {msg:22} {wide_bar} {bytes}/{total_bytes}",
+            )
+            .expect("valid template"),
+        }
+    }
+
+    /// The engine's news of layer `id`: a status ("Pushing", "Pushed", "Layer already exists")
+    /// and, while it moves, bytes done of the total.
+    pub fn update(&mut self, id: &str, status: &str, done: Option<u64>, total: Option<u64>) {
+        let bar = self.bars.entry(id.to_string()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(0));
+            bar.set_style(self.style.clone());
+            bar.set_prefix(id.chars().take(12).collect::<String>());
+            bar
+        });
+        bar.set_message(status.to_string());
+        if let (Some(done), Some(total)) = (done, total) {
+            bar.set_length(total);
+            bar.set_position(done);
+        } else if status != "Pushing" {
+            bar.set_position(bar.length().unwrap_or(0));
+        }
+    }
+
+    pub fn finish(self) {
+        for bar in self.bars.values() {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.clear();
     }
 }
 

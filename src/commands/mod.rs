@@ -5,6 +5,7 @@ pub mod check_base;
 pub mod destroy;
 pub mod doctor;
 pub mod provision;
+pub mod push;
 pub mod run;
 pub mod shell;
 pub mod ssh_config;

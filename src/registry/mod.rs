@@ -3,6 +3,7 @@
 
 mod client;
 pub mod credentials;
+pub mod ecr;
 mod reference;
 
 pub use client::{Client, Manifest, sha256_digest};

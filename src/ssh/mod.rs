@@ -197,6 +197,24 @@ impl Session {
         &self.endpoint
     }
 
+    /// A byte stream to the Unix socket `path` on the machine (OpenSSH's direct-streamlocal),
+    /// e.g. the Docker engine's API.
+    pub async fn connect_unix(&self, path: &str) -> Result<russh::ChannelStream<client::Msg>> {
+        let channel = self
+            .handle
+            .channel_open_direct_streamlocal(path)
+            .await
+            .map_err(|e| {
+                Error::Remote(format!(
+                    "cannot open {path} on {}: {} (is the service running, and may `{}` use it?)",
+                    self.endpoint,
+                    describe(&e),
+                    self.endpoint.user
+                ))
+            })?;
+        Ok(channel.into_stream())
+    }
+
     /// Send later helper jobs through the agent at `socket`.
     pub fn use_agent(&self, socket: Option<String>) {
         *self.agent.lock().expect("not poisoned") = socket;

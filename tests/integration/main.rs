@@ -9,6 +9,7 @@ mod config;
 mod image;
 mod lima;
 mod native;
+mod push;
 mod registry;
 mod run;
 mod shell;

@@ -143,6 +143,32 @@ impl Registry {
         digest_in(&stdout(&out)).unwrap_or_else(|| panic!("no digest in {}", stdout(&out)))
     }
 
+    /// This registry behind tests/integration/ecr_like_proxy.py, which, as ECR does, refuses
+    /// repositories not in `known`; the proxy's `host:port`, and the process to kill.
+    pub fn behind_ecr_like_proxy(&self, known: &[&str]) -> (String, KillOnDrop) {
+        let port = free_port();
+        let upstream = self.host.rsplit_once(':').unwrap().1;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/integration/ecr_like_proxy.py"
+        );
+        let child = Command::new("python3")
+            .arg(script)
+            .args([&port.to_string(), upstream])
+            .args(known)
+            .spawn()
+            .unwrap();
+        wait_for("the proxy to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        (format!("127.0.0.1:{port}"), KillOnDrop(child))
+    }
+
+    /// The files the registry keeps, for tests that watch a push arrive.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
@@ -171,6 +197,15 @@ impl Drop for Registry {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -231,7 +266,7 @@ fn start_token_server(dir: &Path, user: &str, password: &str) -> (Child, String,
 /// An image written by hand in `docker save` form: one layer with `file`, and a config with
 /// this architecture, `created` time and labels.
 pub struct TestImage {
-    pub file: String,
+    pub file: Vec<u8>,
     pub architecture: &'static str,
     pub created: String,
     pub labels: Vec<(String, String)>,
@@ -240,10 +275,27 @@ pub struct TestImage {
 impl TestImage {
     pub fn new(file: &str, created: &str) -> TestImage {
         TestImage {
-            file: file.to_string(),
+            file: file.as_bytes().to_vec(),
             architecture: "amd64",
             created: created.to_string(),
             labels: Vec::new(),
+        }
+    }
+
+    /// An image whose layer is `bytes` of noise (gzip cannot shrink it).
+    pub fn noise(bytes: usize, created: &str) -> TestImage {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64;
+        let file = (0..bytes)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        TestImage {
+            file,
+            ..TestImage::new("", created)
         }
     }
 
@@ -257,8 +309,8 @@ impl TestImage {
         self
     }
 
-    fn load(&self, reference: &str) {
-        let layer = tar_of(&[("content", self.file.as_bytes())]);
+    pub fn load(&self, reference: &str) {
+        let layer = tar_of(&[("content", &self.file)]);
         let diff_id = sha256(&layer);
         let labels: serde_json::Map<String, serde_json::Value> = self
             .labels
