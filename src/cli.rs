@@ -51,6 +51,8 @@ pub enum Command {
     BuildImage(BuildImageArgs),
     /// Is the image's base still the newest, and young enough? Exit 0 current, 1 stale, 3 unknown
     CheckBase(commands::check_base::CheckBaseArgs),
+    /// Run the image's function against n10n-dev's Runtime API emulator (or serve it warm)
+    Invoke(commands::invoke::InvokeArgs),
     /// Push the built image with credentials from this machine; prints REPO@sha256:…
     Push(commands::push::PushArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
@@ -157,6 +159,33 @@ pub struct ShellArgs {
     pub no_sync: bool,
 }
 
+/// `-e KEY=VAL` sets a value; `-e KEY` passes the local one.
+pub fn parse_env(
+    specs: &[String],
+    local: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, Error> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (key, value) = match spec.split_once('=') {
+                Some((key, value)) => (key, Some(value.to_string())),
+                None => (spec.as_str(), None),
+            };
+            let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(Error::Usage(format!(
+                    "-e {spec}: `{key}` is not a valid environment variable name (letters, digits, _)"
+                )));
+            }
+            let value = value.or_else(|| local(key)).ok_or_else(|| {
+                Error::Usage(format!("-e {key}: {key} is not set here; write -e {key}=VALUE"))
+            })?;
+            Ok((key.to_string(), value))
+        })
+        .collect()
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
@@ -234,6 +263,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .map(|()| 0),
         Command::Destroy(args) => commands::destroy::run(&context()?, args).await.map(|()| 0),
         Command::CheckBase(args) => commands::check_base::run(&context()?, args).await,
+        Command::Invoke(args) => commands::invoke::run(&context()?, args).await,
         Command::Push(args) => commands::push::run(&context()?, args).await.map(|()| 0),
         Command::Sync(args) => commands::sync::run(&context()?, args).await.map(|()| 0),
         Command::Run(args) => commands::run::run(&context()?, args).await,
@@ -254,6 +284,27 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_specs() {
+        let local = |key: &str| (key == "HOME").then(|| "/home/me".to_string());
+        let parsed = parse_env(&["A=1=2".into(), "HOME".into(), "E=".into()], local).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("A".into(), "1=2".into()),
+                ("HOME".into(), "/home/me".into()),
+                ("E".into(), "".into())
+            ]
+        );
+        assert!(
+            parse_env(&["UNSET_HERE".into()], local)
+                .unwrap_err()
+                .is_usage()
+        );
+        assert!(parse_env(&["1A=x".into()], local).unwrap_err().is_usage());
+        assert!(parse_env(&["=x".into()], local).unwrap_err().is_usage());
+    }
 
     #[test]
     fn clap_definition_is_consistent() {

@@ -133,6 +133,8 @@ pub struct LambdaConfig {
     pub memory_mb: u32,
     pub timeout_s: u32,
     pub env: BTreeMap<String, String>,
+    /// Several functions of one image, by name: their handlers (`invoke --serve`).
+    pub functions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -428,6 +430,7 @@ struct RawLambda {
     #[serde(default, deserialize_with = "lambda_timeout")]
     timeout_s: Option<u32>,
     env: Option<BTreeMap<String, String>>,
+    functions: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +518,7 @@ impl RawConfig {
                 memory_mb: self.lambda.memory_mb.unwrap_or(1024),
                 timeout_s: self.lambda.timeout_s.unwrap_or(60),
                 env: self.lambda.env.unwrap_or_default(),
+                functions: self.lambda.functions.unwrap_or_default(),
             },
             base: BaseConfig {
                 image: self.base.image.unwrap_or_default(),

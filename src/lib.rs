@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod image;
+pub mod lambda;
 pub mod local;
 pub mod machine;
 pub mod progress;

@@ -4,6 +4,7 @@ pub mod build_image;
 pub mod check_base;
 pub mod destroy;
 pub mod doctor;
+pub mod invoke;
 pub mod provision;
 pub mod push;
 pub mod run;

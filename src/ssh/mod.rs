@@ -8,6 +8,7 @@ mod pty;
 pub mod quote;
 mod socket;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,11 +17,13 @@ use std::time::Duration;
 use russh::cipher;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 pub use exec::{ExitCode, RemoteCommand};
 pub use job::Job;
 pub use known_hosts::{Pin, fingerprint};
+pub use socket::QuickAckStream;
 
 /// How long to wait for the TCP connection, key exchange and authentication.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -62,6 +65,36 @@ pub struct Session {
     endpoint: Endpoint,
     /// The remote agent's socket, once a sync has found one: helper jobs go through it.
     agent: Mutex<Option<String>>,
+    forwards: Forwards,
+}
+
+/// Where connections to the machine's forwarded ports go: the listener of each port.
+type Forwards = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<russh::Channel<client::Msg>>>>>;
+
+/// A port on the machine's loopback whose connections arrive here (an SSH remote forward).
+pub struct RemoteListener {
+    pub port: u16,
+    incoming: mpsc::UnboundedReceiver<russh::Channel<client::Msg>>,
+    forwards: Forwards,
+}
+
+impl RemoteListener {
+    /// The next connection to the port, as a byte stream; `None` once the session is gone.
+    pub async fn accept(&mut self) -> Option<russh::ChannelStream<client::Msg>> {
+        self.incoming
+            .recv()
+            .await
+            .map(|channel| channel.into_stream())
+    }
+}
+
+impl Drop for RemoteListener {
+    fn drop(&mut self) {
+        self.forwards
+            .lock()
+            .expect("not poisoned")
+            .remove(&u32::from(self.port));
+    }
 }
 
 /// What the host-key callback saw, read back after the handshake to build a precise error.
@@ -79,6 +112,7 @@ enum HostKeyOutcome {
 struct Client {
     pin: Pin,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
+    forwards: Forwards,
 }
 
 impl client::Handler for Client {
@@ -106,6 +140,31 @@ impl client::Handler for Client {
         *self.outcome.lock().expect("not poisoned") = Some(outcome);
         Ok(accept)
     }
+
+    /// A connection to a port this session asked the machine to forward: handed to that port's
+    /// listener, or refused when nobody listens any more.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), russh::Error> {
+        let listener = self
+            .forwards
+            .lock()
+            .expect("not poisoned")
+            .get(&connected_port)
+            .cloned();
+        if let Some(listener) = listener {
+            reply.accept().await;
+            let _ = listener.send(channel);
+        }
+        Ok(())
+    }
 }
 
 impl Session {
@@ -114,9 +173,11 @@ impl Session {
         let started = std::time::Instant::now();
         let key = load_identity(&endpoint.identity)?;
         let outcome = Arc::new(Mutex::new(None));
+        let forwards = Forwards::default();
         let client = Client {
             pin: endpoint.pin(),
             outcome: outcome.clone(),
+            forwards: forwards.clone(),
         };
         let connect_error = |reason: String| Error::Connect {
             endpoint: endpoint.to_string(),
@@ -190,6 +251,7 @@ impl Session {
             handle,
             endpoint: endpoint.clone(),
             agent: Mutex::new(None),
+            forwards,
         })
     }
 
@@ -213,6 +275,33 @@ impl Session {
                 ))
             })?;
         Ok(channel.into_stream())
+    }
+
+    /// Listen on a port of the machine's loopback that the machine picks (an SSH remote
+    /// forward bound to 127.0.0.1 there): what connects to it there arrives here.
+    pub async fn listen_remote(&self) -> Result<RemoteListener> {
+        let port = self
+            .handle
+            .tcpip_forward("127.0.0.1", 0)
+            .await
+            .map_err(|e| {
+                Error::Remote(format!(
+                    "{} refused to forward a port to this machine: {} (sshd's \
+                     AllowTcpForwarding must allow remote forwards)",
+                    self.endpoint,
+                    describe(&e)
+                ))
+            })?;
+        let (sender, incoming) = mpsc::unbounded_channel();
+        self.forwards
+            .lock()
+            .expect("not poisoned")
+            .insert(port, sender);
+        Ok(RemoteListener {
+            port: u16::try_from(port).unwrap_or_default(),
+            incoming,
+            forwards: self.forwards.clone(),
+        })
     }
 
     /// Send later helper jobs through the agent at `socket`.

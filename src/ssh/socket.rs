@@ -23,6 +23,15 @@ impl QuickAckStream {
         Ok(stream)
     }
 
+    /// A stream a listener accepted (the Runtime and Invoke APIs: clients that send a request's
+    /// head and body in separate small writes meet the same delayed ACK).
+    pub fn accepted(stream: TcpStream) -> QuickAckStream {
+        let _ = stream.set_nodelay(true);
+        let stream = QuickAckStream(stream);
+        stream.quick_ack();
+        stream
+    }
+
     #[cfg(target_os = "linux")]
     fn quick_ack(&self) {
         use std::os::fd::AsRawFd;

@@ -7,6 +7,8 @@ mod artifacts;
 mod check_base;
 mod config;
 mod image;
+mod invoke;
+mod lambda;
 mod lima;
 mod native;
 mod push;

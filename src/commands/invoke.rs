@@ -1,0 +1,380 @@
+//! `invoke [IMAGE] [--handler H] [--event FILE|-] [--timeout S] [-e K=V]...`: run the image's
+//! function once against n10n-dev's own Runtime API emulator, in the build machine's Docker;
+//! `invoke --serve`: keep sandboxes warm behind the Lambda Invoke API on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::image::{self, Place};
+use crate::lambda::docker::DockerLauncher;
+use crate::lambda::invoke_api::{self, Functions};
+use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
+use crate::ssh::Session;
+
+/// Exit code when Ctrl-C or SIGTERM ended a single invoke.
+const INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The image in the build machine's Docker (default: what build-image built last)
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// The handler, passed as the container's command as Lambda's ImageConfig.Command is
+    /// (default: [lambda] handler, else the image's CMD)
+    #[arg(long, value_name = "H")]
+    pub handler: Option<String>,
+
+    /// The event: a JSON file, or - for standard input (default: {})
+    #[arg(long, value_name = "FILE|-", conflicts_with = "serve")]
+    pub event: Option<PathBuf>,
+
+    /// Seconds an invocation may run, 1–900 (default: [lambda] timeout_s)
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=900))]
+    pub timeout: Option<u32>,
+
+    /// Set KEY=VAL in the function's environment; a bare KEY passes the local value
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+
+    /// Keep sandboxes warm behind the Lambda Invoke API on 127.0.0.1, until Ctrl-C
+    #[arg(long)]
+    pub serve: bool,
+
+    /// The Invoke API's port, with --serve
+    #[arg(long, value_name = "P", default_value_t = 9000, requires = "serve")]
+    pub port: u16,
+
+    /// Sandboxes kept per function, with --serve
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "serve",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+}
+
+pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
+    let config = &ctx.project.config;
+    let vm_dir = ctx.state.vm_dir(&config.vm.name)?;
+    let image = image::given_or_last_built(args.image.clone(), &vm_dir)?;
+    let event = match args.serve {
+        true => None,
+        false => Some(read_event(args.event.as_deref())?),
+    };
+    let functions = functions(ctx, &args, &image)?;
+
+    let backend = ctx.backend(None)?;
+    let session = ctx
+        .bring_up(backend.as_ref(), false, false)
+        .await?
+        .map(Arc::new);
+    let platform = runnable_platform(session.as_deref(), ctx, &image).await?;
+    let launcher = Arc::new(DockerLauncher::new(session, image.clone(), platform));
+    match event {
+        Some(payload) => {
+            let function = functions.into_iter().next().expect("one function");
+            invoke_once(Pool::new(function, launcher, 1, None), payload).await
+        }
+        None => serve(ctx, functions, launcher, &args, &image).await,
+    }
+}
+
+/// The functions to run: `[lambda.functions]` when serving and set, else the one function of
+/// the image (named after it) with `--handler`, `[lambda] handler` or the image's CMD.
+fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Function>> {
+    let lambda = &ctx.project.config.lambda;
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(lambda.timeout_s).into());
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "us-east-1".into());
+    let extra = crate::cli::parse_env(&args.env, |key| std::env::var(key).ok())?;
+    let function = |name: &str, handler: Option<String>| {
+        let mut env: BTreeMap<String, String> =
+            Function::lambda_env(name, lambda.memory_mb, &region)
+                .into_iter()
+                .collect();
+        env.extend(lambda.env.clone());
+        env.extend(extra.clone());
+        Function {
+            name: name.to_string(),
+            handler,
+            timeout,
+            memory_mb: lambda.memory_mb,
+            env: env.into_iter().collect(),
+            region: region.clone(),
+        }
+    };
+    if args.serve && !lambda.functions.is_empty() {
+        if args.handler.is_some() {
+            return Err(Error::Usage(
+                "--handler and [lambda.functions] both name handlers: with [lambda.functions] \
+                 set, each function has its own"
+                    .into(),
+            ));
+        }
+        return Ok(lambda
+            .functions
+            .iter()
+            .map(|(name, handler)| function(name, Some(handler.clone())))
+            .collect());
+    }
+    let handler = args
+        .handler
+        .clone()
+        .or_else(|| Some(lambda.handler.clone()).filter(|h| !h.is_empty()));
+    Ok(vec![function(&function_name(image), handler)])
+}
+
+/// `team/worker:dev` → `worker`.
+fn function_name(image: &str) -> String {
+    let repository = image
+        .rsplit_once(':')
+        .filter(|(_, t)| !t.contains('/'))
+        .map_or(image, |(r, _)| r);
+    let name = repository.rsplit('/').next().unwrap_or(repository);
+    match name.is_empty() || name.starts_with("sha256") {
+        true => "function".into(),
+        false => name.to_string(),
+    }
+}
+
+/// The event to send: the file, standard input, or `{}`; JSON of at most 6 MiB.
+fn read_event(source: Option<&std::path::Path>) -> Result<Bytes> {
+    let (text, named) = match source {
+        None => return Ok(Bytes::from_static(b"{}")),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut text)
+                .map_err(|e| Error::io("cannot read the event from standard input", e))?;
+            (text, "standard input".to_string())
+        }
+        Some(path) => (
+            std::fs::read(path)
+                .map_err(|e| Error::Usage(format!("--event {}: {e}", path.display())))?,
+            path.display().to_string(),
+        ),
+    };
+    if text.len() > MAX_PAYLOAD {
+        return Err(Error::Usage(format!(
+            "the event in {named} is {} bytes; Lambda takes at most {MAX_PAYLOAD}",
+            text.len()
+        )));
+    }
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&text) {
+        return Err(Error::Usage(format!(
+            "the event in {named} is not JSON: {e} (Lambda events are JSON documents)"
+        )));
+    }
+    Ok(Bytes::from(text))
+}
+
+/// The image's platform, once it is known that the build machine can run it.
+async fn runnable_platform(
+    session: Option<&Session>,
+    ctx: &Context,
+    image: &str,
+) -> Result<String> {
+    let place = match session {
+        Some(session) => Place::Remote {
+            session,
+            dir: ".".into(),
+        },
+        None => Place::Local {
+            dir: ctx.project.root.clone(),
+        },
+    };
+    let facts = image::inspect(&place, image).await?.ok_or_else(|| {
+        Error::Other(format!(
+            "there is no image {image} in the build machine's Docker: build it first \
+             (`n10n-dev build-image`)"
+        ))
+    })?;
+    let platform = format!("{}/{}", facts.os, facts.architecture);
+    let wanted = &ctx.project.config.image.platform.0;
+    if &platform != wanted {
+        eprintln!(
+            "warning: {image} is {platform}, but the function is configured for {wanted} \
+             ([image] platform): Lambda would refuse it"
+        );
+    }
+    let probe = place
+        .capture("docker info -f '{{.Architecture}}'; ls /proc/sys/fs/binfmt_misc 2>/dev/null")
+        .await?;
+    let said = String::from_utf8_lossy(&probe.stdout);
+    let mut lines = said.lines();
+    let machine = match lines.next().unwrap_or_default().trim() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .to_string();
+    let emulators: Vec<&str> = lines.collect();
+    let emulated = match facts.architecture.as_str() {
+        "amd64" => emulators
+            .iter()
+            .any(|e| *e == "qemu-x86_64" || e.contains("rosetta")),
+        "arm64" => emulators.contains(&"qemu-aarch64"),
+        _ => false,
+    };
+    if machine != facts.architecture && !emulated {
+        return Err(Error::Other(format!(
+            "{image} is {platform}, and the build machine is linux/{machine} with no emulator \
+             for it: build the image for linux/{machine} (`n10n-dev build-image --platform \
+             linux/{machine}`), or register one in the machine (Lima: Rosetta, \
+             `vmType: vz` + `rosetta.binfmt: true`; elsewhere: qemu-user-static with binfmt)"
+        )));
+    }
+    Ok(platform)
+}
+
+async fn invoke_once(pool: Arc<Pool<DockerLauncher>>, payload: Bytes) -> Result<i32> {
+    let request = Request {
+        payload,
+        ..Request::default()
+    };
+    let answer = tokio::select! {
+        answer = pool.invoke(request) => answer,
+        () = interrupted() => {
+            pool.shutdown().await;
+            return Ok(INTERRUPTED);
+        }
+    };
+    pool.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(&answer.body)
+        .and_then(|()| out.write_all(b"\n"));
+    written.map_err(|e| Error::io("cannot write to standard output", e))?;
+    report_failure(&answer, pool.function());
+    Ok(if answer.is_error() { 1 } else { 0 })
+}
+
+/// Say on stderr what went wrong, beyond the error JSON on stdout.
+fn report_failure(answer: &Answer, function: &Function) {
+    let error: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let what = format!(
+        "{}: {}",
+        error["errorType"].as_str().unwrap_or("error"),
+        error["errorMessage"].as_str().unwrap_or_default()
+    );
+    let last_lines = || {
+        let lines = answer
+            .last_lines
+            .iter()
+            .filter(|l| !l.starts_with("REPORT ") && !l.starts_with("END "));
+        lines
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    match answer.ending {
+        Ending::Response | Ending::FunctionError => {}
+        Ending::Timeout => eprintln!(
+            "error: Task timed out after {:.2} seconds; the container was stopped",
+            function.timeout.as_secs_f64()
+        ),
+        Ending::InitError => eprintln!(
+            "error: the function did not start ({what}); its last lines:\n{}",
+            last_lines()
+        ),
+        Ending::Crashed => eprintln!(
+            "error: the function's runtime ended before it answered ({what}); its last lines:\n{}",
+            last_lines()
+        ),
+    }
+}
+
+async fn serve(
+    ctx: &Context,
+    functions: Vec<Function>,
+    launcher: Arc<DockerLauncher>,
+    args: &InvokeArgs,
+    image: &str,
+) -> Result<i32> {
+    let listener = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot listen on 127.0.0.1:{}: {e} (choose another port with --port)",
+                args.port
+            ))
+        })?;
+    let named = !ctx.project.config.lambda.functions.is_empty();
+    let several = functions.len() > 1;
+    let mut by_name = BTreeMap::new();
+    for function in functions {
+        let prefix = several.then(|| function.name.clone());
+        let pool = Pool::new(
+            function,
+            launcher.clone(),
+            args.concurrency as usize,
+            prefix,
+        );
+        pool.warm();
+        by_name.insert(pool.function().name.clone(), pool);
+    }
+    let functions = Arc::new(Functions {
+        by_name,
+        any_name: !named,
+    });
+    let names: Vec<String> = functions
+        .by_name
+        .values()
+        .map(|p| match &p.function().handler {
+            Some(handler) => format!("{} ({handler})", p.function().name),
+            None => p.function().name.clone(),
+        })
+        .collect();
+    eprintln!(
+        "invoke: serving {} from {image} on http://127.0.0.1:{}/2015-03-31/functions/{}/invocations \
+         ({} sandbox(es) each); Ctrl-C stops",
+        names.join(", "),
+        args.port,
+        if named { "<name>" } else { "<any name>" },
+        args.concurrency
+    );
+    tokio::select! {
+        () = invoke_api::serve(listener, functions.clone()) => {}
+        () = interrupted() => {}
+    }
+    for pool in functions.by_name.values() {
+        pool.shutdown().await;
+    }
+    Ok(0)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_are_named_after_the_image() {
+        assert_eq!(function_name("worker:dev"), "worker");
+        assert_eq!(function_name("127.0.0.1:5000/team/worker:7"), "worker");
+        assert_eq!(function_name("sha256:abc"), "function");
+    }
+}

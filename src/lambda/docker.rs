@@ -1,0 +1,201 @@
+//! Sandboxes as containers in the build machine's Docker (or this machine's, for the native
+//! backend): `docker run --rm --network host` of the image with the handler as its command and
+//! `AWS_LAMBDA_RUNTIME_API` pointing at the sandbox's Runtime API, which listens here and is
+//! reached from the machine through an SSH remote forward bound to its loopback.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use russh::ChannelMsg;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Launch, Launched, Launcher, RuntimeListener};
+use crate::error::{Error, Result};
+use crate::ssh::{Session, quote};
+
+pub struct DockerLauncher {
+    /// The build machine; `None` runs containers in this machine's Docker.
+    session: Option<Arc<Session>>,
+    image: String,
+    /// `--platform` of `docker run` (the function's architecture).
+    platform: String,
+    /// Container names start with it: `n10n-invoke-<pid>-`.
+    prefix: String,
+}
+
+impl DockerLauncher {
+    pub fn new(session: Option<Arc<Session>>, image: String, platform: String) -> DockerLauncher {
+        DockerLauncher {
+            session,
+            image,
+            platform,
+            prefix: format!("n10n-invoke-{}-", std::process::id()),
+        }
+    }
+
+    /// The `docker run` command line of a sandbox; its output all on stdout.
+    fn run_line(&self, name: &str, launch: &Launch) -> String {
+        let memory = format!("{}m", launch.memory_mb);
+        let mut args: Vec<String> = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--memory",
+            &memory,
+            "--memory-swap",
+            &memory,
+            "--platform",
+            &self.platform,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (key, value) in &launch.env {
+            args.push("-e".into());
+            args.push(format!("{key}={value}"));
+        }
+        args.push(self.image.clone());
+        args.extend(launch.handler.clone());
+        format!("exec {} 2>&1", quote::join(&args))
+    }
+
+    /// Run a short shell command where the containers run; its stdout when it succeeded.
+    async fn shell(&self, line: &str) -> Option<String> {
+        match &self.session {
+            Some(session) => {
+                let out = session.capture(None, line).await.ok()?;
+                (out.status == 0).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            None => {
+                let out = tokio::process::Command::new("sh")
+                    .args(["-c", line])
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+        }
+    }
+}
+
+impl Launcher for DockerLauncher {
+    async fn listen(&self) -> Result<RuntimeListener> {
+        match &self.session {
+            Some(session) => Ok(RuntimeListener::remote(session.listen_remote().await?)),
+            None => RuntimeListener::local().await,
+        }
+    }
+
+    async fn launch(&self, launch: Launch) -> Result<Launched> {
+        let name = format!("{}{}", self.prefix, launch.sandbox);
+        let line = self.run_line(&name, &launch);
+        let (lines, receiver) = mpsc::unbounded_channel();
+        let (ended, ended_receiver) = oneshot::channel();
+        match &self.session {
+            Some(session) => {
+                let channel = session.open_exec(&line).await?;
+                tokio::spawn(follow_channel(channel, lines, ended));
+            }
+            None => {
+                let mut child = tokio::process::Command::new("sh")
+                    .args(["-c", &line])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| Error::io("cannot run docker", e))?;
+                let stdout = child.stdout.take();
+                let stderr = child.stderr.take();
+                tokio::spawn(async move {
+                    let outputs = (
+                        follow_lines(stdout, lines.clone()),
+                        follow_lines(stderr, lines),
+                    );
+                    let (status, _, _) = tokio::join!(child.wait(), outputs.0, outputs.1);
+                    let how = match status.map(|s| s.code()) {
+                        Ok(Some(code)) => format!("exit status {code}"),
+                        Ok(None) => "killed by a signal".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = ended.send(how);
+                });
+            }
+        }
+        Ok(Launched {
+            name,
+            lines: receiver,
+            ended: ended_receiver,
+        })
+    }
+
+    async fn stop(&self, name: &str) {
+        let line = format!(
+            "docker rm -f {} >/dev/null 2>&1",
+            quote::quote(name.as_bytes())
+        );
+        self.shell(&line).await;
+    }
+
+    async fn max_memory_mb(&self, name: &str) -> Option<u64> {
+        // cgroup v1, then v2 under systemd, then v2 with Docker's cgroupfs driver.
+        let line = format!(
+            "id=$(docker inspect -f '{{{{.Id}}}}' {}) && \
+             cat /sys/fs/cgroup/memory/docker/$id/memory.max_usage_in_bytes 2>/dev/null \
+             || cat /sys/fs/cgroup/system.slice/docker-$id.scope/memory.peak 2>/dev/null \
+             || cat /sys/fs/cgroup/docker/$id/memory.peak",
+            quote::quote(name.as_bytes())
+        );
+        let bytes: u64 = self.shell(&line).await?.trim().parse().ok()?;
+        Some(bytes.div_ceil(1 << 20))
+    }
+}
+
+/// Pass an exec channel's output on by lines; report its exit.
+async fn follow_channel(
+    mut channel: russh::Channel<russh::client::Msg>,
+    lines: mpsc::UnboundedSender<String>,
+    ended: oneshot::Sender<String>,
+) {
+    let mut pending = Vec::new();
+    let mut how = "the connection closed".to_string();
+    while let Some(message) = channel.wait().await {
+        match message {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let _ = lines.send(String::from_utf8_lossy(&line).trim_end().to_string());
+                }
+            }
+            ChannelMsg::ExitStatus { exit_status } => how = format!("exit status {exit_status}"),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                how = format!("signal {signal_name:?}");
+            }
+            _ => {}
+        }
+    }
+    if !pending.is_empty() {
+        let _ = lines.send(String::from_utf8_lossy(&pending).trim_end().to_string());
+    }
+    let _ = ended.send(how);
+}
+
+async fn follow_lines(
+    output: Option<impl AsyncRead + Unpin>,
+    lines: mpsc::UnboundedSender<String>,
+) {
+    let Some(output) = output else { return };
+    let mut reader = BufReader::new(output).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        let _ = lines.send(line);
+    }
+}

@@ -1,0 +1,365 @@
+//! The Lambda side of `invoke`: a Runtime API emulator (2018-06-01) that container images'
+//! own runtime clients talk to (`runtime_api`), sandboxes that run one invocation at a time
+//! (`sandbox`), pools of them per function (`pool`), the Lambda Invoke API in front
+//! (`invoke_api`), and the Docker launcher that starts the containers (`docker`).
+
+pub mod docker;
+pub mod invoke_api;
+pub mod pool;
+mod runtime_api;
+mod sandbox;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Result;
+use crate::ssh::RemoteListener;
+
+pub use pool::Pool;
+
+/// The largest payload in either direction, as Lambda's synchronous invoke and RIE allow:
+/// 6 MiB and 100 bytes.
+pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024 + 100;
+/// Lambda gives a function's initialisation 10 s before it starts again within the invoke.
+const INIT_GRACE: Duration = Duration::from_secs(10);
+
+/// One function of the image: its name, handler and limits.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub name: String,
+    /// The CMD override (ImageConfig.Command); `None`: the image's own CMD.
+    pub handler: Option<String>,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// The environment the function sees, Lambda's reserved variables included.
+    pub env: Vec<(String, String)>,
+    pub region: String,
+}
+
+impl Function {
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:lambda:{}:000000000000:function:{}",
+            self.region, self.name
+        )
+    }
+
+    /// Lambda's reserved variables for this function, before `[lambda] env` and `-e`.
+    pub fn lambda_env(name: &str, memory_mb: u32, region: &str) -> Vec<(String, String)> {
+        let stream = format!(
+            "{}/[$LATEST]{}",
+            crate::base::time::date(crate::base::time::now()).replace('-', "/"),
+            &random_hex(16)
+        );
+        [
+            ("AWS_LAMBDA_FUNCTION_NAME", name.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
+            ("AWS_REGION", region.to_string()),
+            ("AWS_DEFAULT_REGION", region.to_string()),
+            ("LAMBDA_TASK_ROOT", "/var/task".to_string()),
+            ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_string()),
+            ("TZ", ":UTC".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// An invocation as a caller makes it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub payload: Bytes,
+    /// The caller's client context, JSON (the Invoke API's header carries it base64).
+    pub client_context: Option<String>,
+    /// Keep the invocation's log lines for the answer (`X-Amz-Log-Type: Tail`).
+    pub want_logs: bool,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Response,
+    /// The function reported an error (`/error`), or its response was too large.
+    FunctionError,
+    Timeout,
+    /// The runtime failed to initialise (`/init/error`, or it ended before asking for work).
+    InitError,
+    /// The runtime ended while it had the invocation.
+    Crashed,
+}
+
+/// What an invocation answered, with Lambda's accounting.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub request_id: String,
+    pub ending: Ending,
+    /// The response, or the error as JSON (`errorType`, `errorMessage`).
+    pub body: Bytes,
+    /// The invocation's log lines, when asked for.
+    pub logs: String,
+    /// The sandbox's last log lines, for errors that need them.
+    pub last_lines: Vec<String>,
+    pub report: Report,
+}
+
+impl Answer {
+    pub fn is_error(&self) -> bool {
+        self.ending != Ending::Response
+    }
+}
+
+/// The numbers of Lambda's REPORT line.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub request_id: String,
+    pub duration: Duration,
+    /// Set on a cold start: from the sandbox's launch to its runtime's first `/next`.
+    pub init: Option<Duration>,
+    pub memory_mb: u32,
+    pub max_memory_mb: Option<u64>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+            self.request_id,
+            ms(self.duration),
+            ms(self.duration).ceil().max(1.0) as u64,
+            self.memory_mb
+        )?;
+        if let Some(used) = self.max_memory_mb {
+            write!(f, "\tMax Memory Used: {used} MB")?;
+        }
+        if let Some(init) = self.init {
+            write!(f, "\tInit Duration: {:.2} ms", ms(init))?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts and stops sandboxes' runtimes: containers on the build machine (`docker`), or, in
+/// tests, plain processes.
+pub trait Launcher: Send + Sync + 'static {
+    /// Where a sandbox's Runtime API listens, reachable from where its runtime will run.
+    fn listen(&self) -> impl Future<Output = Result<RuntimeListener>> + Send;
+    /// Start a runtime with `AWS_LAMBDA_RUNTIME_API` and the function's environment set.
+    fn launch(&self, launch: Launch) -> impl Future<Output = Result<Launched>> + Send;
+    /// Stop the runtime `name` (and remove what it leaves behind).
+    fn stop(&self, name: &str) -> impl Future<Output = ()> + Send;
+    /// The most memory the runtime `name` has used, in MB, when that can be read.
+    fn max_memory_mb(&self, name: &str) -> impl Future<Output = Option<u64>> + Send;
+}
+
+/// What a launcher starts: one sandbox's runtime.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Unique among the sandboxes of this run (`harvester-3`).
+    pub sandbox: String,
+    pub handler: Option<String>,
+    pub memory_mb: u32,
+    /// `AWS_LAMBDA_RUNTIME_API` and the function's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A started runtime: its name for `stop`, its output by lines, and its end.
+pub struct Launched {
+    pub name: String,
+    pub lines: mpsc::UnboundedReceiver<String>,
+    /// How it ended ("exit status 3"), once it has.
+    pub ended: oneshot::Receiver<String>,
+}
+
+/// A byte stream a Runtime API connection arrives on.
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+type Accepting<'a> = Pin<Box<dyn Future<Output = Option<Box<dyn Connection>>> + Send + 'a>>;
+
+/// Where a sandbox's Runtime API is served.
+pub struct RuntimeListener {
+    /// The value of `AWS_LAMBDA_RUNTIME_API` (`127.0.0.1:port`, as the runtime sees it).
+    pub address: String,
+    incoming: Incoming,
+}
+
+enum Incoming {
+    Tcp(tokio::net::TcpListener),
+    Remote(RemoteListener),
+}
+
+impl RuntimeListener {
+    /// A TCP listener on this machine's loopback, for runtimes that run here.
+    pub async fn local() -> Result<RuntimeListener> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| crate::error::Error::io("cannot listen on 127.0.0.1", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| crate::error::Error::io("cannot listen on 127.0.0.1", e))?
+            .port();
+        Ok(RuntimeListener {
+            address: format!("127.0.0.1:{port}"),
+            incoming: Incoming::Tcp(listener),
+        })
+    }
+
+    /// A port on the build machine's loopback, forwarded here over SSH.
+    pub fn remote(listener: RemoteListener) -> RuntimeListener {
+        RuntimeListener {
+            address: format!("127.0.0.1:{}", listener.port),
+            incoming: Incoming::Remote(listener),
+        }
+    }
+
+    fn accept(&mut self) -> Accepting<'_> {
+        Box::pin(async move {
+            match &mut self.incoming {
+                Incoming::Tcp(listener) => loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let stream = crate::ssh::QuickAckStream::accepted(stream);
+                            return Some(Box::new(stream) as Box<dyn Connection>);
+                        }
+                        Err(e) => tracing::debug!("runtime API accept: {e}"),
+                    }
+                },
+                Incoming::Remote(listener) => listener
+                    .accept()
+                    .await
+                    .map(|s| Box::new(s) as Box<dyn Connection>),
+            }
+        })
+    }
+}
+
+/// Serve HTTP/1.1 on one connection with `handle` until the client goes.
+async fn serve_http<F, Fut>(connection: impl Connection, handle: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + 'static,
+    Fut: Future<
+            Output = std::result::Result<
+                hyper::Response<http_body_util::Full<Bytes>>,
+                std::convert::Infallible,
+            >,
+        > + Send
+        + 'static,
+{
+    let service = hyper::service::service_fn(handle);
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(connection), service)
+        .await
+    {
+        tracing::debug!("HTTP connection: {e}");
+    }
+}
+
+/// A request body of at most `MAX_PAYLOAD` bytes; `None` when it is larger. The excess is
+/// read and dropped (up to `DRAIN_LIMIT`) so that the client gets the answer rather than a
+/// reset connection; the answer closes the connection all the same (see `closing`).
+async fn read_limited(mut body: hyper::body::Incoming) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    const DRAIN_LIMIT: usize = 32 << 20;
+    let mut kept = bytes::BytesMut::new();
+    let mut total = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= MAX_PAYLOAD {
+            kept.extend_from_slice(&data);
+        } else if total > MAX_PAYLOAD + DRAIN_LIMIT {
+            break;
+        }
+    }
+    (total <= MAX_PAYLOAD).then(|| kept.freeze())
+}
+
+/// `response` with `Connection: close`, for answers given before the request body was read:
+/// the client must not send its next request on this connection.
+fn closing(
+    mut response: hyper::Response<http_body_util::Full<Bytes>>,
+) -> hyper::Response<http_body_util::Full<Bytes>> {
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Lowercase hex of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
+    if read.is_err() {
+        // Unique enough for request ids when /dev/urandom is missing.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (nanos >> ((i % 16) * 8)) as u8 ^ i as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A request id in UUID form, as Lambda's.
+fn request_id() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// An X-Ray trace header for one invocation.
+fn trace_id() -> String {
+    let seconds = crate::base::time::now();
+    format!(
+        "Root=1-{seconds:08x}-{};Parent={};Sampled=0",
+        random_hex(12),
+        random_hex(8)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_read_as_lambda_s() {
+        let report = Report {
+            request_id: "r".into(),
+            duration: Duration::from_micros(2_631),
+            init: Some(Duration::from_micros(45_200)),
+            memory_mb: 1024,
+            max_memory_mb: Some(12),
+        };
+        assert_eq!(
+            report.to_string(),
+            "REPORT RequestId: r\tDuration: 2.63 ms\tBilled Duration: 3 ms\tMemory Size: 1024 MB\tMax Memory Used: 12 MB\tInit Duration: 45.20 ms"
+        );
+        let id = request_id();
+        assert_eq!((id.len(), &id[14..15], &id[19..20]), (36, "4", "a"));
+        assert!(trace_id().starts_with("Root=1-"));
+    }
+}

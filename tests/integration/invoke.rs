@@ -1,0 +1,219 @@
+//! `invoke` through the binary: the test function (tests/lambda-fn, on AWS's `lambda_runtime`)
+//! packaged FROM scratch into an image on the real Docker engine, run by the native backend and
+//! by the ssh backend (containers reaching the emulator through an SSH remote forward).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::lambda::{concurrent_calls, lambda_fn};
+
+/// An image of the test function: ENTRYPOINT the function, CMD `echo` (the handler).
+struct FunctionImage(String);
+
+impl FunctionImage {
+    fn build(name: &str) -> FunctionImage {
+        require_docker();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(lambda_fn(), dir.path().join("fn")).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\nCMD [\"echo\"]\n",
+        )
+        .unwrap();
+        let reference = format!("n10n-test-{}-{name}:fn", std::process::id());
+        run_ok(
+            "docker",
+            &[
+                "build",
+                "-q",
+                "-t",
+                &reference,
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        FunctionImage(reference)
+    }
+
+    /// Containers of this image, running or not.
+    fn containers(&self) -> String {
+        let out = run_ok(
+            "docker",
+            &["ps", "-aq", "--filter", &format!("ancestor={}", self.0)],
+        );
+        stdout(&out).trim().to_string()
+    }
+}
+
+impl Drop for FunctionImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn native(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("N10N_DEV_HOME", dir.join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&stdout(out))
+        .unwrap_or_else(|_| panic!("not JSON: {}{}", stdout(out), stderr(out)))
+}
+
+#[test]
+fn invoke_runs_the_image_once_and_says_how_it_ended() {
+    let image = FunctionImage::build("native");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n[lambda]\nmemory_mb = 256\nenv = { N10N_TEST_VAR = \"from-config\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("event.json"), r#"{"order": 42}"#).unwrap();
+
+    let out = native(dir.path(), &["invoke", &image.0, "--event", "event.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer = json(&out);
+    assert_eq!(answer["event"]["order"], 42);
+    assert_eq!(
+        (
+            answer["memory"].as_str(),
+            answer["custom"].as_str(),
+            answer["tz"].as_str()
+        ),
+        (Some("256"), Some("from-config"), Some(":UTC"))
+    );
+    let function_name = image.0.split(':').next().unwrap();
+    assert_eq!(
+        answer["function_arn"],
+        format!("arn:aws:lambda:us-east-1:000000000000:function:{function_name}")
+    );
+    let logs = stderr(&out);
+    assert!(
+        logs.contains("lambda-fn: echo got {\"order\":42}"),
+        "{logs}"
+    );
+    let report = logs
+        .lines()
+        .find(|l| l.starts_with("REPORT RequestId: "))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        report.contains("Memory Size: 256 MB")
+            && report.contains("Max Memory Used: ")
+            && report.contains("Init Duration: "),
+        "{report}"
+    );
+
+    let out = native(
+        dir.path(),
+        &["invoke", &image.0, "-e", "N10N_TEST_VAR=from-flag"],
+    );
+    assert_eq!(json(&out)["custom"], "from-flag");
+
+    let out = native(dir.path(), &["invoke", &image.0, "--handler", "fail"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["errorMessage"], "the function failed on purpose");
+
+    let out = native(
+        dir.path(),
+        &["invoke", &image.0, "--handler", "sleep", "--timeout", "1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Task timed out after 1.00 seconds"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = native(dir.path(), &["invoke", &image.0, "--handler", "init-panic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("init failed on purpose"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("the function did not start"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(dir.path().join("bad.json"), "{nope").unwrap();
+    for args in [
+        vec!["invoke", &image.0, "--event", "bad.json"],
+        vec!["invoke", &image.0, "--event", "missing.json"],
+        vec!["invoke", &image.0, "--port", "9999"],
+        vec!["invoke", &image.0, "--timeout", "901"],
+    ] {
+        let out = native(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    let out = native(dir.path(), &["invoke", "n10n-absent:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("there is no image n10n-absent:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(image.containers(), "", "containers were left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_and_serve_through_the_ssh_backend() {
+    let image = FunctionImage::build("ssh");
+    let sshd = Sshd::start();
+    let project = Project::with_config(
+        &sshd,
+        "[lambda]\ntimeout_s = 10\n[lambda.functions]\nechoer = \"echo\"\nfailer = \"fail\"\n",
+    );
+    let out = project.cmd(&["invoke", &image.0]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["handler"], "echo");
+
+    let port = free_port();
+    let mut serve = project
+        .cmd(&[
+            "invoke",
+            &image.0,
+            "--serve",
+            "--port",
+            &port.to_string(),
+            "--concurrency",
+            "2",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the Invoke API", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let http = reqwest::Client::new();
+    let url =
+        |name: &str| format!("http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations");
+    for (asked, answered) in concurrent_calls(&http, &url("echoer"), 20).await {
+        assert_eq!(Some(asked), answered);
+    }
+    let r = http.post(url("failer")).body("{}").send().await.unwrap();
+    assert_eq!(r.headers()["x-amz-function-error"], "Unhandled");
+
+    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
+    let status = wait_for("serve to stop", Duration::from_secs(30), || {
+        serve.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(image.containers(), "", "Ctrl-C left containers behind");
+}
