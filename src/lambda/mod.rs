@@ -275,8 +275,9 @@ async fn read_limited(mut body: hyper::body::Incoming) -> Option<Bytes> {
     const DRAIN_LIMIT: usize = 32 << 20;
     let mut kept = bytes::BytesMut::new();
     let mut total = 0;
-    while let Some(Ok(frame)) = body.frame().await {
-        let Ok(data) = frame.into_data() else {
+    while let Some(frame) = body.frame().await {
+        // A body cut off midway is no body; the client is gone anyway.
+        let Ok(data) = frame.ok()?.into_data() else {
             continue;
         };
         total += data.len();
