@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced: the variables are for the scripts that source it
 # Shared by the benchmarks and .ci/provision-check: a loopback sshd of our own, a project
 # configured for it, timing.
 # Source it; it sets WORK, PORT, KEY, USER_NAME, N10N and cleans up on exit.

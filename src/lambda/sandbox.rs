@@ -382,6 +382,7 @@ impl<L: Launcher> Sandbox<L> {
 
     /// Answer for `current`: the END and REPORT lines logged, the accounting attached.
     async fn finish(self: &Arc<Self>, mut current: Current, ending: Ending, body: Bytes) {
+        let duration = current.started.elapsed();
         let (init, known_memory, name) = {
             let mut state = self.state();
             let init = match std::mem::take(&mut state.cold) {
@@ -399,7 +400,7 @@ impl<L: Launcher> Sandbox<L> {
         self.state().max_memory_mb = max_memory_mb;
         let report = Report {
             request_id: current.request_id.clone(),
-            duration: current.started.elapsed(),
+            duration,
             init,
             memory_mb: self.function.memory_mb,
             max_memory_mb,

@@ -37,6 +37,25 @@ fn provision_scripts_pass_shellcheck() {
 }
 
 #[test]
+fn ci_and_bench_scripts_pass_shellcheck() {
+    let mut scripts = Vec::new();
+    for dir in [".ci", "bench"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            scripts.push(entry.unwrap().path().to_str().unwrap().to_string());
+        }
+    }
+    assert!(scripts.len() >= 10, "{scripts:?}");
+    let mut args = vec!["--severity=warning"];
+    args.extend(scripts.iter().map(String::as_str));
+    let out = tool_output("shellcheck", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn vagrantfile_is_valid_ruby_and_shares_no_folder() {
     let out = tool_output("ruby", &["-c", "Vagrantfile"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Syntax OK");
