@@ -63,6 +63,15 @@ pub enum Command {
     Shell(ShellArgs),
     /// Print an OpenSSH Host block (pinned host key) for ssh, scp and IDEs
     SshConfig,
+    /// Print DOCKER_HOST and the testcontainers overrides for the VM's engine, for eval
+    Env(commands::env::EnvArgs),
+    /// List the ports the forwarder forwards from the VM, and those it skipped and why
+    Ports,
+    /// Make the VM's Docker context current, or remove it
+    DockerContext(commands::docker_context::DockerContextArgs),
+    /// The per-VM forwarder process (started by `up`)
+    #[command(hide = true)]
+    Forwarder,
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions {
         #[arg(value_enum)]
@@ -79,6 +88,10 @@ pub struct UpArgs {
     /// Do not run the provision scripts
     #[arg(long)]
     pub no_provision: bool,
+
+    /// Also make the VM's Docker context (n10n-<name>) the current one
+    #[arg(long)]
+    pub docker_context: bool,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +282,12 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
         Command::Run(args) => commands::run::run(&context()?, args).await,
         Command::Shell(args) => commands::shell::run(&context()?, args).await,
         Command::SshConfig => commands::ssh_config::run(&context()?).await.map(|()| 0),
+        Command::Env(args) => commands::env::run(&context()?, args).await.map(|()| 0),
+        Command::Ports => commands::ports::run(&context()?).await.map(|()| 0),
+        Command::DockerContext(args) => commands::docker_context::run(&context()?, args)
+            .await
+            .map(|()| 0),
+        Command::Forwarder => crate::forwarder::serve::run(&context()?).await.map(|()| 0),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

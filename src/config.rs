@@ -92,6 +92,7 @@ pub struct Config {
     pub lambda: LambdaConfig,
     pub base: BaseConfig,
     pub push: PushConfig,
+    pub forward: ForwardConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +187,49 @@ impl FromStr for BackendKind {
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// Static forwards, Vagrant style: `"8080:80"`, `"127.0.0.1:9000:8080"`.
+    pub ports: Vec<StaticForward>,
+    /// Follow the VM's listening TCP ports.
+    pub auto: bool,
+    /// Bind forwarded ports on every host interface rather than loopback only.
+    pub public: bool,
+}
+
+/// `[HOST_IP:]HOST_PORT:GUEST_PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticForward {
+    pub host_ip: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl<'de> Deserialize<'de> for StaticForward {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || {
+            de::Error::custom(format!(
+                "`{text}` is not a forward: write \"HOST_PORT:GUEST_PORT\" or \"HOST_IP:HOST_PORT:GUEST_PORT\""
+            ))
+        };
+        let (host, guest) = text.rsplit_once(':').ok_or_else(bad)?;
+        let (host_ip, host_port) = match host.rsplit_once(':') {
+            Some((ip, port)) => (
+                Some(ip.trim_matches(['[', ']']).parse().map_err(|_| bad())?),
+                port,
+            ),
+            None => (None, host),
+        };
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+        Ok(StaticForward {
+            host_ip,
+            host_port: port(host_port)?,
+            guest_port: port(guest)?,
+        })
     }
 }
 
@@ -372,6 +416,8 @@ struct RawConfig {
     base: RawBase,
     #[serde(default)]
     push: RawPush,
+    #[serde(default)]
+    forward: RawForward,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +487,14 @@ struct RawBase {
     label: Option<String>,
     #[serde(default, deserialize_with = "max_age")]
     max_age_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    ports: Option<Vec<StaticForward>>,
+    auto: Option<bool>,
+    public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -525,6 +579,11 @@ impl RawConfig {
                 label: self.base.label.unwrap_or_else(|| "sdkBaseVersion".into()),
                 max_age_days: self.base.max_age_days.unwrap_or(30),
             },
+            forward: ForwardConfig {
+                ports: self.forward.ports.unwrap_or_default(),
+                auto: self.forward.auto.unwrap_or(true),
+                public: self.forward.public.unwrap_or(false),
+            },
             push: PushConfig {
                 repository: self.push.repository.unwrap_or_default(),
                 auth: self.push.auth.unwrap_or_default(),
@@ -602,6 +661,22 @@ mod tests {
     fn parse(text: &str) -> Result<Config> {
         let path = Path::new("n10n-dev.toml");
         RawConfig::parse(text, path)?.resolve("demo", Some((path, text)))
+    }
+
+    #[test]
+    fn forwards_are_read_as_vagrant_writes_them() {
+        let config =
+            parse("[forward]\nports = [\"8080:80\", \"127.0.0.1:9000:8080\"]\npublic = true\n")
+                .unwrap();
+        let ports = &config.forward.ports;
+        assert_eq!(
+            (ports[0].host_ip, ports[0].host_port, ports[0].guest_port),
+            (None, 8080, 80)
+        );
+        assert_eq!(ports[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert!(config.forward.public && config.forward.auto);
+        let e = parse("[forward]\nports = [\"80\"]\n").unwrap_err();
+        assert!(e.to_string().contains("HOST_PORT:GUEST_PORT"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::host::HostFacts;
 use crate::progress::Step;
 use crate::ssh::{Endpoint, Session};
 use crate::state::{Lock, StateDir};
-use crate::{provision, sync};
+use crate::{docker_context, forwarder, provision, sync};
 
 /// How long a new or resumed VM gets to answer SSH.
 const SSH_DEADLINE: Duration = Duration::from_secs(300);
@@ -131,6 +131,34 @@ impl Context {
         self.provision_unless(current, session, &plan)
             .await
             .map(Some)
+    }
+
+    /// Where this VM's forwarder keeps its socket, pidfile, log and status.
+    pub fn forwarder_paths(&self) -> Result<forwarder::Paths> {
+        Ok(forwarder::Paths::in_dir(
+            &self.state.vm_dir(&self.project.config.vm.name)?,
+        ))
+    }
+
+    /// The Docker context that points at this VM's engine socket.
+    pub fn docker_context(&self) -> String {
+        docker_context::name(&self.project.config.vm.name)
+    }
+
+    /// The machine's engine served here by a healthy forwarder (started, or left alone).
+    pub fn serve_engine(&self) -> Result<forwarder::Serving> {
+        let paths = self.forwarder_paths()?;
+        tokio::task::block_in_place(|| forwarder::ensure(&paths, &self.project.root))
+    }
+
+    /// The Docker context `n10n-<name>`, pointing at the forwarder's socket.
+    pub fn ensure_docker_context(&self) -> Result<()> {
+        let host = format!("unix://{}", self.forwarder_paths()?.socket.display());
+        let description = format!(
+            "n10n-dev: the Docker engine of {}",
+            self.project.config.vm.name
+        );
+        docker_context::ensure(&self.docker_context(), &host, &description)
     }
 
     /// The project's provision scripts, and the stamp a machine carries once they ran.

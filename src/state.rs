@@ -86,4 +86,16 @@ impl Lock {
         }
         Ok(Lock { _file: file })
     }
+
+    /// Take the lock at `path` if nobody holds it; `None` when another process does.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .context(|| format!("cannot open lock file {}", path.display()))?;
+        Ok(file.try_lock().is_ok().then_some(Lock { _file: file }))
+    }
 }

@@ -16,6 +16,8 @@ pub async fn run(ctx: &Context, args: DestroyArgs) -> Result<()> {
         )));
     }
     let backend = ctx.backend(None)?;
+    crate::forwarder::stop(&ctx.forwarder_paths()?);
+    crate::docker_context::remove(&ctx.docker_context())?;
     let step = Step::new("deleting the VM", ctx.quiet);
     let deleted = tokio::task::block_in_place(|| backend.destroy());
     step.finish();

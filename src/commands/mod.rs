@@ -3,8 +3,11 @@
 pub mod build_image;
 pub mod check_base;
 pub mod destroy;
+pub mod docker_context;
 pub mod doctor;
+pub mod env;
 pub mod invoke;
+pub mod ports;
 pub mod provision;
 pub mod push;
 pub mod run;

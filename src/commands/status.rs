@@ -21,6 +21,22 @@ struct Status {
     /// Seconds since the Unix epoch.
     last_sync: Option<u64>,
     last_sync_entries: Option<usize>,
+    /// The VM's engine, served here by the forwarder (not for the native backend).
+    docker_socket: Option<String>,
+    docker_context: Option<String>,
+    forwarder: Option<Forwarder>,
+}
+
+#[derive(Serialize)]
+struct Forwarder {
+    pid: u32,
+    /// The engine answers through the socket now.
+    healthy: bool,
+    connected: bool,
+    reconnects: u32,
+    last_error: Option<String>,
+    ports: Vec<crate::forwarder::Forwarded>,
+    skipped: Vec<crate::forwarder::Skipped>,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
@@ -33,6 +49,27 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
         None => None,
     };
     let last = crate::sync::last_sync(&ctx.project, &ctx.state)?;
+    let remote = !backend.runs_locally();
+    let paths = ctx.forwarder_paths()?;
+    let forwarder = match (remote, crate::forwarder::running_pid(&paths)) {
+        (true, Some(pid)) => {
+            let reported = crate::forwarder::Status::read(&paths).unwrap_or_default();
+            Some(Forwarder {
+                pid,
+                healthy: crate::forwarder::engine_answers(
+                    &paths.socket,
+                    std::time::Duration::from_secs(2),
+                ),
+                connected: reported.connected,
+                reconnects: reported.reconnects,
+                last_error: reported.last_error,
+                ports: reported.ports,
+                skipped: reported.skipped,
+            })
+        }
+        _ => None,
+    };
+    let context = ctx.docker_context();
     let status = Status {
         name: config.vm.name.clone(),
         backend: backend.kind().to_string(),
@@ -49,6 +86,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
                 .map_or(0, |d| d.as_secs())
         }),
         last_sync_entries: last.map(|(_, entries)| entries),
+        docker_socket: remote.then(|| paths.socket.display().to_string()),
+        docker_context: crate::docker_context::host_of(&context).map(|_| context),
+        forwarder,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&status).expect("plain data");
@@ -73,6 +113,36 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
             println!("last sync: {ago} s ago, {entries} entries");
         }
         None => println!("last sync: -"),
+    }
+    if remote {
+        println!("docker:    {}", or_none(&status.docker_socket));
+        println!("context:   {}", or_none(&status.docker_context));
+        match &status.forwarder {
+            Some(f) => {
+                let health = match (f.healthy, f.connected) {
+                    (true, _) => "serving".to_string(),
+                    (false, true) => "connected, but the engine does not answer".to_string(),
+                    (false, false) => format!(
+                        "reconnecting ({})",
+                        f.last_error.as_deref().unwrap_or("no connection")
+                    ),
+                };
+                println!(
+                    "forwarder: pid {}, {health}, {} reconnects",
+                    f.pid, f.reconnects
+                );
+                for port in &f.ports {
+                    println!(
+                        "port:      {} -> {} ({})",
+                        port.host, port.guest, port.source
+                    );
+                }
+                for skipped in &f.skipped {
+                    println!("skipped:   {} ({})", skipped.port, skipped.why);
+                }
+            }
+            None => println!("forwarder: not running (`n10n-dev up` starts it)"),
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `stop`: stop the VM (its disk and the replica on it are kept).
+//! `stop`: stop the VM (its disk and the replica on it are kept) and its forwarder.
 
 use super::Context;
 use crate::error::Result;
@@ -6,6 +6,8 @@ use crate::progress::Step;
 
 pub async fn run(ctx: &Context) -> Result<()> {
     let backend = ctx.backend(None)?;
+    // The forwarder first: it would only try to reconnect to a machine that is going away.
+    crate::forwarder::stop(&ctx.forwarder_paths()?);
     let step = Step::new("stopping the VM", ctx.quiet);
     let stopped = tokio::task::block_in_place(|| backend.stop());
     step.finish();

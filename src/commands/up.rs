@@ -11,9 +11,34 @@ use crate::error::Result;
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let backend = ctx.backend(args.backend)?;
+    if !backend.runs_locally() {
+        ctx.forwarder_paths()?.check_length()?;
+    }
     let session = ctx
         .bring_up(backend.as_ref(), !args.no_provision, true)
         .await?;
+    if session.is_some() {
+        if ctx.serve_engine()? == crate::forwarder::Serving::NoEngine {
+            eprintln!(
+                "warning: the VM's Docker engine does not answer at {} for its SSH user: \
+                 the forwarder waits for it (provisioning installs Docker and the docker group)",
+                crate::engine::DOCKER_SOCKET
+            );
+        }
+        match ctx.ensure_docker_context() {
+            Ok(()) if args.docker_context => {
+                crate::docker_context::make_current(&ctx.docker_context())?
+            }
+            Ok(()) => {}
+            // The VM is up and its engine served: a context is a convenience, `env` the fallback.
+            Err(e) if !args.docker_context => eprintln!(
+                "warning: no Docker context {}: {e}\n`eval \"$(n10n-dev env)\"` points Docker \
+                 clients at the VM instead",
+                ctx.docker_context()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
     if !ctx.quiet {
         match session {
             Some(session) => eprintln!(

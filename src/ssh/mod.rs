@@ -304,6 +304,31 @@ impl Session {
         })
     }
 
+    /// Whether the connection is gone (keepalives unanswered, the server went away).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// A byte stream to `host:port` as seen from the machine (OpenSSH's direct-tcpip).
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<russh::ChannelStream<client::Msg>> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| {
+                Error::Remote(format!(
+                    "cannot reach {host}:{port} on {}: {}",
+                    self.endpoint,
+                    describe(&e)
+                ))
+            })?;
+        Ok(channel.into_stream())
+    }
+
     /// Send later helper jobs through the agent at `socket`.
     pub fn use_agent(&self, socket: Option<String>) {
         *self.agent.lock().expect("not poisoned") = socket;

@@ -6,6 +6,7 @@ mod harness;
 mod artifacts;
 mod check_base;
 mod config;
+mod forwarder;
 mod image;
 mod invoke;
 mod lambda;

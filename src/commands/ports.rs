@@ -1,0 +1,29 @@
+//! `ports`: what the VM's forwarder forwards to this machine, and what it skipped and why.
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::forwarder::{self, Status};
+
+pub async fn run(ctx: &Context) -> Result<()> {
+    let paths = ctx.forwarder_paths()?;
+    let status = match forwarder::running_pid(&paths).and(Status::read(&paths)) {
+        Some(status) => status,
+        None => {
+            return Err(Error::Other(format!(
+                "no forwarder runs for {}: `n10n-dev up` starts it",
+                ctx.project.config.vm.name
+            )));
+        }
+    };
+    if status.ports.is_empty() {
+        println!("no ports forwarded");
+    }
+    for port in &status.ports {
+        println!("{:<24} -> {:<24} {}", port.host, port.guest, port.source);
+    }
+    for skipped in &status.skipped {
+        println!("skipped {:<16} {}", skipped.port, skipped.why);
+    }
+    eprintln!("ports: TCP only; UDP is not forwarded");
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The machine's TCP ports on this machine: static forwards from `[forward] ports`, and, with
+//! `[forward] auto`, every port the machine listens on, found by reading its
+//! `/proc/net/tcp{,6}` every 2 s over the kept connection. Each is bound on this machine's
+//! loopback (127.0.0.1 and ::1; every interface only with `[forward] public = true`) and
+//! relayed through direct-tcpip channels. Ports below 1024, port 22 and ports taken here are
+//! skipped and reported. UDP is not forwarded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::serve::Link;
+use super::{Forwarded, Skipped, relay};
+use crate::config::ForwardConfig;
+
+const POLL_EVERY: Duration = Duration::from_secs(2);
+const LISTEN_STATE: &str = "0A";
+
+/// A listening socket in the machine: the address it is bound to, and its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Listening {
+    ip: IpAddr,
+    port: u16,
+}
+
+/// One forward being served: its listeners' accept loops.
+struct Served {
+    tasks: Vec<JoinHandle<()>>,
+    entries: Vec<Forwarded>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
+    let mut statics = Vec::new();
+    let mut skipped = Vec::new();
+    for forward in &config.ports {
+        let hosts = match forward.host_ip {
+            Some(ip) => vec![ip],
+            None => host_addresses(config.public),
+        };
+        match serve(
+            link,
+            &hosts,
+            forward.host_port,
+            "127.0.0.1",
+            forward.guest_port,
+            "static",
+        )
+        .await
+        {
+            Some(served) => statics.push(served),
+            None => skipped.push(Skipped {
+                port: forward.guest_port,
+                why: format!("host port {} is taken here", forward.host_port),
+            }),
+        }
+    }
+    let static_ports: BTreeSet<u16> = config.ports.iter().map(|f| f.host_port).collect();
+    publish(link, &statics, &BTreeMap::new(), &skipped);
+    if !config.auto {
+        return std::future::pending().await;
+    }
+    let mut auto: BTreeMap<u16, Served> = BTreeMap::new();
+    let mut auto_skipped: BTreeMap<u16, String> = BTreeMap::new();
+    loop {
+        if let Some(listening) = listening_ports(link).await {
+            let ports: BTreeMap<u16, Listening> =
+                listening.into_iter().map(|l| (l.port, l)).collect();
+            auto.retain(|port, _| ports.contains_key(port));
+            auto_skipped.retain(|port, _| ports.contains_key(port));
+            for (port, listening) in &ports {
+                if auto.contains_key(port)
+                    || auto_skipped.contains_key(port)
+                    || static_ports.contains(port)
+                {
+                    continue;
+                }
+                if let Some(why) = not_forwarded(*port) {
+                    auto_skipped.insert(*port, why.to_string());
+                    continue;
+                }
+                let guest = guest_address(listening.ip);
+                let hosts = host_addresses(config.public);
+                match serve(link, &hosts, *port, &guest, *port, "auto").await {
+                    Some(served) => {
+                        auto.insert(*port, served);
+                    }
+                    None => {
+                        auto_skipped.insert(*port, "the same port is taken here".into());
+                    }
+                }
+            }
+            let mut all_skipped = skipped.clone();
+            all_skipped.extend(auto_skipped.iter().map(|(port, why)| Skipped {
+                port: *port,
+                why: why.clone(),
+            }));
+            publish(link, &statics, &auto, &all_skipped);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Why a port of the machine is not forwarded, if it is not.
+fn not_forwarded(port: u16) -> Option<&'static str> {
+    match port {
+        22 => Some("SSH"),
+        p if p < 1024 => Some("below 1024 (privileged here)"),
+        _ => None,
+    }
+}
+
+fn publish(link: &Link, statics: &[Served], auto: &BTreeMap<u16, Served>, skipped: &[Skipped]) {
+    let ports: Vec<Forwarded> = statics
+        .iter()
+        .chain(auto.values())
+        .flat_map(|s| s.entries.iter().cloned())
+        .collect();
+    link.update(|status| {
+        status.ports = ports;
+        status.skipped = skipped.to_vec();
+    });
+}
+
+/// Where forwarded ports are bound here: loopback (both families), or every interface.
+fn host_addresses(public: bool) -> Vec<IpAddr> {
+    match public {
+        true => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        false => vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+    }
+}
+
+/// The address to reach a socket bound to `ip` in the machine: the wildcard addresses by
+/// loopback, anything else as it is.
+fn guest_address(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_loopback() => "127.0.0.1".into(),
+        IpAddr::V6(v6) if v6.is_unspecified() => "127.0.0.1".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Listen on `port` at each of `hosts` and relay every connection to `guest:guest_port` in the
+/// machine. `None` when no host address could be bound (the port is taken here).
+async fn serve(
+    link: &Arc<Link>,
+    hosts: &[IpAddr],
+    port: u16,
+    guest: &str,
+    guest_port: u16,
+    source: &str,
+) -> Option<Served> {
+    let mut tasks = Vec::new();
+    let mut entries = Vec::new();
+    for host in hosts {
+        let address = SocketAddr::new(*host, port);
+        let Ok(listener) = TcpListener::bind(address).await else {
+            continue;
+        };
+        entries.push(Forwarded {
+            host: address.to_string(),
+            guest: format!("{guest}:{guest_port}"),
+            source: source.to_string(),
+        });
+        let (link, guest) = (link.clone(), guest.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let (link, guest) = (link.clone(), guest.clone());
+                tokio::spawn(async move {
+                    let Some(session) = link.session().await else {
+                        return;
+                    };
+                    match session.connect_tcp(&guest, guest_port).await {
+                        Ok(channel) => relay::relay(client, channel).await,
+                        Err(e) => eprintln!("forwarder: {e}"),
+                    }
+                });
+            }
+        }));
+    }
+    (!tasks.is_empty()).then_some(Served { tasks, entries })
+}
+
+/// The machine's listening TCP sockets, or `None` when they could not be read now.
+async fn listening_ports(link: &Link) -> Option<Vec<Listening>> {
+    let session = link.session().await?;
+    let out = session
+        .capture(None, "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null")
+        .await
+        .ok()?;
+    Some(parse_proc_net_tcp(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The listening sockets in `/proc/net/tcp` and `/proc/net/tcp6` text.
+fn parse_proc_net_tcp(text: &str) -> Vec<Listening> {
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 4 || fields[3] != LISTEN_STATE {
+            continue;
+        }
+        let Some((ip, port)) = fields[1].split_once(':') else {
+            continue;
+        };
+        let (Some(ip), Ok(port)) = (parse_ip(ip), u16::from_str_radix(port, 16)) else {
+            continue;
+        };
+        found.insert(Listening { ip, port });
+    }
+    found.into_iter().collect()
+}
+
+/// The kernel's hex address: 8 digits (IPv4) or 32 (IPv6), each 32-bit word printed as a
+/// number in the machine's byte order (little-endian on x86_64 and arm64).
+fn parse_ip(hex: &str) -> Option<IpAddr> {
+    let words: Option<Vec<u32>> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words?.iter().flat_map(|w| w.to_le_bytes()).collect();
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        32 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_listening_sockets_are_read() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
+   2: 0F02000A:0016 0202000A:C8A4 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n\
+   0: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 0 0 0 0 0\n\
+   1: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 0 0 0 0 0\n";
+        let found = parse_proc_net_tcp(text);
+        let shown: Vec<String> = found
+            .iter()
+            .map(|l| format!("{}:{}", l.ip, l.port))
+            .collect();
+        assert_eq!(
+            shown,
+            vec!["0.0.0.0:22", "127.0.0.1:8080", ":::9090", "::1:8081"]
+        );
+        assert_eq!(guest_address(found[0].ip), "127.0.0.1");
+        assert_eq!(guest_address(found[2].ip), "127.0.0.1");
+        assert_eq!(guest_address("10.0.2.15".parse().unwrap()), "10.0.2.15");
+        assert_eq!(not_forwarded(22), Some("SSH"));
+        assert!(not_forwarded(80).is_some() && not_forwarded(8080).is_none());
+    }
+}

@@ -1,0 +1,228 @@
+//! The forwarder process itself (`n10n-dev forwarder`, started by `up`): one SSH connection
+//! kept up (reconnecting with backoff when it drops), the engine socket served over it, the
+//! machine's ports followed, and its state written to `forwarder.json` for `status` and `ports`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, watch};
+
+use super::{Paths, Status, ports, relay};
+use crate::engine::DOCKER_SOCKET;
+use crate::error::{Error, Result};
+use crate::machine::Context;
+use crate::ssh::Session;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a connection is checked for having died quietly (keepalives close it).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a client waits for a connection that is being made again.
+const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
+
+/// The connection the forwarder keeps, shared by everything it serves.
+pub(crate) struct Link {
+    session: watch::Sender<Option<Arc<Session>>>,
+    /// Told when a channel could not be opened: the connection may be dead.
+    broken: Notify,
+    status: Mutex<Status>,
+    paths: Paths,
+}
+
+impl Link {
+    /// The current connection, waiting a while for one being made again.
+    pub async fn session(&self) -> Option<Arc<Session>> {
+        let mut receiver = self.session.subscribe();
+        let wait = receiver.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
+        match tokio::time::timeout(WAIT_FOR_LINK, wait).await {
+            Ok(Ok(session)) => session.clone(),
+            _ => None,
+        }
+    }
+
+    pub fn report_broken(&self) {
+        self.broken.notify_one();
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        let mut status = self.status.lock().expect("not poisoned");
+        change(&mut status);
+        let text = serde_json::to_vec_pretty(&*status).unwrap_or_default();
+        if let Err(e) = crate::state::write_atomically(&self.paths.status, &text) {
+            eprintln!("forwarder: {e}");
+        }
+    }
+}
+
+pub async fn run(ctx: &Context) -> Result<()> {
+    let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
+    let paths = Paths::in_dir(&vm_dir);
+    paths.check_length()?;
+    let Some(_lock) = crate::state::Lock::try_acquire(&paths.lock)? else {
+        eprintln!(
+            "forwarder: another forwarder serves {}",
+            paths.socket.display()
+        );
+        return Ok(());
+    };
+    let pid = std::process::id();
+    crate::state::write_atomically(&paths.pidfile, pid.to_string().as_bytes())?;
+    let listener = bind(&paths)?;
+    let link = Arc::new(Link {
+        session: watch::Sender::new(None),
+        broken: Notify::new(),
+        status: Mutex::new(Status {
+            pid,
+            ..Status::default()
+        }),
+        paths: paths.clone(),
+    });
+    link.update(|_| {});
+    eprintln!("forwarder {pid}: serving {}", paths.socket.display());
+    let (mut terminate, mut interrupt) = (
+        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot handle signals", e))?,
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot handle signals", e))?,
+    );
+    tokio::select! {
+        () = keep_connected(ctx, &link) => {}
+        () = serve_engine(&listener, &link) => {}
+        () = ports::follow(&link, &ctx.project.config.forward) => {}
+        () = orphaned(&paths, pid) => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    eprintln!("forwarder {pid}: stopping");
+    let still_ours =
+        std::fs::read_to_string(&paths.pidfile).is_ok_and(|named| named.trim() == pid.to_string());
+    if still_ours {
+        super::remove_socket(&paths.socket);
+        let _ = std::fs::remove_file(&paths.status);
+        let _ = std::fs::remove_file(&paths.pidfile);
+    }
+    Ok(())
+}
+
+/// Return when the pidfile no longer names this process: the VM's state was deleted (destroy,
+/// or a test's temporary state dir) or another forwarder took over.
+async fn orphaned(paths: &Paths, pid: u32) {
+    loop {
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        let named = std::fs::read_to_string(&paths.pidfile).ok();
+        if named.as_deref().map(str::trim) != Some(pid.to_string().as_str()) {
+            return;
+        }
+    }
+}
+
+/// The engine socket: a live one means another forwarder serves it (the lock says otherwise,
+/// so it is a leftover that still answers: leave it); a dead one is replaced.
+fn bind(paths: &Paths) -> Result<UnixListener> {
+    let socket = &paths.socket;
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(Error::Other(format!(
+                "{} answers, but no forwarder holds its lock: remove it if nothing should serve it",
+                socket.display()
+            )));
+        }
+        super::remove_socket(socket);
+    }
+    if let Some(dir) = socket.parent() {
+        crate::state::create_private_dir(dir)?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("cannot listen on {}", socket.display()), e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("cannot restrict {}", socket.display()), e))?;
+    Ok(listener)
+}
+
+/// Connect, and connect again whenever the connection dies, with backoff.
+async fn keep_connected(ctx: &Context, link: &Link) {
+    let backend = match ctx.backend(None) {
+        Ok(backend) => backend,
+        Err(e) => {
+            link.update(|s| s.last_error = Some(e.to_string()));
+            return std::future::pending().await;
+        }
+    };
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match ctx.connect(backend.as_ref()).await {
+            Ok(session) => {
+                let endpoint = session.endpoint().to_string();
+                let session = Arc::new(session);
+                link.session.send_replace(Some(session.clone()));
+                link.update(|s| {
+                    s.connected = true;
+                    s.endpoint = endpoint.clone();
+                    s.since = crate::base::time::now();
+                    s.last_error = None;
+                });
+                eprintln!("forwarder: connected to {endpoint}");
+                backoff = BACKOFF_FIRST;
+                watch_until_closed(&session, link).await;
+                link.session.send_replace(None);
+                link.update(|s| {
+                    s.connected = false;
+                    s.since = crate::base::time::now();
+                    s.reconnects += 1;
+                    s.last_error = Some(format!("the connection to {endpoint} closed"));
+                });
+                eprintln!("forwarder: the connection to {endpoint} closed; connecting again");
+            }
+            Err(e) => {
+                link.update(|s| s.last_error = Some(e.to_string()));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Return once the connection is closed, or found broken when a channel would not open.
+async fn watch_until_closed(session: &Session, link: &Link) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = link.broken.notified() => {
+                // One failed channel may be the service's fault, not the connection's.
+                if !session.is_closed() && session.capture(None, "true").await.is_ok() {
+                    continue;
+                }
+                return;
+            }
+        }
+        if session.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Each connection to the engine socket, relayed to the machine's engine socket.
+async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let link = link.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let Some(session) = link.session().await else {
+                    return;
+                };
+                match session.connect_unix(DOCKER_SOCKET).await {
+                    Ok(engine) => return relay::relay(client, engine).await,
+                    Err(e) => {
+                        eprintln!("forwarder: {e}");
+                        link.report_broken();
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,347 @@
+//! The per-VM forwarder: the host's real `docker` CLI against its socket, relayed through the
+//! real loopback sshd to the real dockerd's socket; the Docker context made and removed with
+//! the real CLI; reconnecting after sshd is killed and restarted; static port forwards.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A project on the loopback sshd, `up` without provisioning, with a Docker config of its own.
+struct Forwarded {
+    project: Project,
+    docker_config: tempfile::TempDir,
+    image: String,
+}
+
+impl Forwarded {
+    fn up(sshd: &Sshd, extra: &str) -> Forwarded {
+        require_docker();
+        let project = Project::with_config(sshd, extra);
+        let forwarded = Forwarded {
+            project,
+            docker_config: tempfile::tempdir().unwrap(),
+            image: format!("n10n-test-{}-fwd:1", std::process::id()),
+        };
+        let out = forwarded.n10n(&["up", "--no-provision"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        forwarded
+    }
+
+    fn n10n(&self, args: &[&str]) -> Output {
+        self.project
+            .cmd(args)
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .output()
+            .unwrap()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.project.home.path().join("vms/test-vm/docker.sock")
+    }
+
+    /// The host's docker CLI through the forwarder's socket.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.docker_config.path());
+        cmd
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self
+            .docker()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    fn forwarder_pid(&self) -> u32 {
+        let pidfile = self.project.home.path().join("vms/test-vm/forwarder.pid");
+        std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A busybox image, FROM scratch, built through the forwarder.
+    fn busybox_image(&self) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n",
+        )
+        .unwrap();
+        self.docker_ok(&[
+            "build",
+            "-q",
+            "-t",
+            &self.image,
+            dir.path().to_str().unwrap(),
+        ]);
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        let _ = self.n10n(&["stop"]);
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.image])
+            .output();
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[test]
+fn the_host_docker_cli_works_through_the_forwarder() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    let socket = f.socket();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    assert!(
+        f.docker_ok(&["version", "--format", "{{.Server.Version}}"])
+            .trim()
+            .len()
+            > 2
+    );
+    f.busybox_image();
+    // stdin to the container, and its EOF (half-close through the relay).
+    let out = output_with_stdin(
+        {
+            let mut cmd = f.docker();
+            cmd.args([
+                "run",
+                "-i",
+                "--rm",
+                "--network",
+                "none",
+                &f.image,
+                "/bin/busybox",
+                "cat",
+            ]);
+            cmd
+        },
+        b"hi through the forwarder\n",
+    );
+    assert_eq!(
+        stdout(&out),
+        "hi through the forwarder\n",
+        "{}",
+        stderr(&out)
+    );
+    // exec into a running container.
+    let name = format!("n10n-test-{}-exec", std::process::id());
+    f.docker_ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        &f.image,
+        "/bin/busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        f.docker_ok(&["exec", &name, "/bin/busybox", "echo", "inside"]),
+        "inside\n"
+    );
+    f.docker_ok(&["rm", "-f", &name]);
+    // 20 clients at once.
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            f.docker()
+                .args(["ps", "-q"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // The context, made with the real CLI, works; `env` says the same socket.
+    let contexts = Command::new("docker")
+        .args(["context", "ls", "--format", "{{.Name}} {{.DockerEndpoint}}"])
+        .env("DOCKER_CONFIG", f.docker_config.path())
+        .output()
+        .unwrap();
+    let listed = stdout(&contexts);
+    assert!(
+        listed.contains(&format!("n10n-test-vm unix://{}", socket.display())),
+        "{listed}"
+    );
+    let out = Command::new("docker")
+        .args(["--context", "n10n-test-vm", "ps", "-q"])
+        .env("DOCKER_CONFIG", f.docker_config.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env = stdout(&f.n10n(&["env"]));
+    assert!(
+        env.contains(&format!("export DOCKER_HOST=unix://{}", socket.display())),
+        "{env}"
+    );
+    assert!(
+        env.contains("export TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE=/var/run/docker.sock"),
+        "{env}"
+    );
+    let status = stdout(&f.n10n(&["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["forwarder"]["healthy"], true, "{status}");
+    assert_eq!(status["docker_context"], "n10n-test-vm");
+
+    // A second up leaves the healthy forwarder alone; --docker-context makes ours current.
+    let pid = f.forwarder_pid();
+    let out = f.n10n(&["up", "--no-provision", "--docker-context"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.forwarder_pid(), pid);
+    let config = std::fs::read_to_string(f.docker_config.path().join("config.json")).unwrap();
+    assert!(
+        config.contains(r#""currentContext": "n10n-test-vm""#),
+        "{config}"
+    );
+
+    // destroy: forwarder, socket and context go, and the current context is reset.
+    let out = f.n10n(&["destroy", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the forwarder to end", Duration::from_secs(10), || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(!socket.exists());
+    let config = std::fs::read_to_string(f.docker_config.path().join("config.json")).unwrap();
+    assert!(!config.contains("n10n-test-vm"), "{config}");
+}
+
+#[test]
+fn a_100_mb_image_goes_through_both_ways() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise");
+    let out = Command::new("head")
+        .args(["-c", "104857600", "/dev/urandom"])
+        .output()
+        .unwrap();
+    std::fs::write(&noise, out.stdout).unwrap();
+    let import = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - noise | docker import - {}",
+            dir.path().display(),
+            f.image
+        ))
+        .env("DOCKER_HOST", format!("unix://{}", f.socket().display()))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", stderr(&import));
+    let id = f.docker_ok(&["image", "inspect", "-f", "{{.Id}}", &f.image]);
+    let saved = dir.path().join("saved.tar");
+    let save = f
+        .docker()
+        .args(["save", "-o", saved.to_str().unwrap(), &f.image])
+        .output()
+        .unwrap();
+    assert!(save.status.success(), "{}", stderr(&save));
+    assert!(std::fs::metadata(&saved).unwrap().len() > 100 << 20);
+    f.docker_ok(&["image", "rm", &f.image]);
+    f.docker_ok(&["load", "-q", "-i", saved.to_str().unwrap()]);
+    assert_eq!(
+        f.docker_ok(&["image", "inspect", "-f", "{{.Id}}", &f.image]),
+        id
+    );
+}
+
+#[test]
+fn the_forwarder_reconnects_after_sshd_restarts_and_stale_sockets_are_replaced() {
+    let sshd = Sshd::start();
+    let port = sshd.port;
+    let f = Forwarded::up(&sshd, "");
+    let pid = f.forwarder_pid();
+    let dir = sshd.kill();
+    let out = f.docker().args(["ps", "-q"]).output().unwrap();
+    assert!(!out.status.success(), "docker answered with sshd down");
+    let sshd = Sshd::start_in(dir, port, "ed25519");
+    wait_for("docker ps to answer again", Duration::from_secs(10), || {
+        f.docker()
+            .args(["ps", "-q"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(f.forwarder_pid(), pid, "the same forwarder reconnected");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&f.n10n(&["status", "--json"]))).unwrap();
+    assert!(
+        status["forwarder"]["reconnects"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+
+    // A forwarder killed outright leaves its socket; the next up replaces it.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("the forwarder to die", Duration::from_secs(10), || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(f.socket().exists(), "SIGKILL leaves the socket file");
+    let out = f.n10n(&["up", "--no-provision"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(f.forwarder_pid(), pid);
+    f.docker_ok(&["ps", "-q"]);
+    drop(sshd);
+}
+
+#[test]
+fn static_forwards_reach_a_guest_port_from_another_host_port() {
+    let guest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let guest_port = guest.local_addr().unwrap().port();
+    let host_port = free_port();
+    let sshd = Sshd::start();
+    let f = Forwarded::up(
+        &sshd,
+        &format!("[forward]\nports = [\"{host_port}:{guest_port}\"]\nauto = false\n"),
+    );
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = guest.accept().unwrap();
+        let mut asked = [0u8; 5];
+        stream.read_exact(&mut asked).unwrap();
+        stream.write_all(b"answer to ").unwrap();
+        stream.write_all(&asked).unwrap();
+    });
+    let mut client = wait_for("the static forward", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).ok()
+    });
+    client.write_all(b"hello").unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "answer to hello");
+    server.join().unwrap();
+    let ports = stdout(&f.n10n(&["ports"]));
+    assert!(
+        ports.contains(&format!("127.0.0.1:{host_port}"))
+            && ports.contains(&format!("127.0.0.1:{guest_port}")),
+        "{ports}"
+    );
+    assert!(ports.contains("static"), "{ports}");
+}
