@@ -387,6 +387,9 @@ fn client_config() -> client::Config {
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         window_size: 16 << 20,
+        // Fewer, larger packets for bulk data (docker save through the forwarder, run -- cat);
+        // russh complains above 65535.
+        maximum_packet_size: 65535,
         ..Default::default()
     };
     // AES-GCM runs on AES-NI / ARMv8 crypto through ring; ChaCha20 is the software fallback.
