@@ -45,6 +45,8 @@ done
 SSH_OPTS=(-i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
           -o LogLevel=ERROR -o BatchMode=yes)
 export N10N_DEV_HOME="$WORK/state"
+# `up` makes a Docker context: in a config of the run's own, not the user's.
+export DOCKER_CONFIG="$WORK/docker-config"
 
 # make_project DIR DEST: an n10n-dev.toml in DIR for this sshd, replica at DEST.
 make_project() {

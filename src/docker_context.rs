@@ -1,7 +1,8 @@
 //! The Docker context `n10n-<vm>` that points the host's `docker` (and docker-java, sbt, IDEs
 //! that follow contexts) at the forwarder's engine socket. Made with the docker CLI when it is
-//! installed, else by writing the context's meta.json as Rancher Desktop does; the current
-//! context changes only when asked, and is reset on removal only when it was ours.
+//! installed (else, or when it fails, by writing the context's meta.json as Rancher Desktop
+//! does); the current context changes only when asked, and is reset on removal only when it
+//! was ours.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -85,7 +86,7 @@ pub fn ensure(name: &str, host: &str, description: &str) -> Result<()> {
             "create"
         };
         let endpoint = format!("host={host}");
-        return cli(&[
+        let made = cli(&[
             "context",
             verb,
             name,
@@ -94,6 +95,11 @@ pub fn ensure(name: &str, host: &str, description: &str) -> Result<()> {
             "--docker",
             &endpoint,
         ]);
+        match made {
+            Ok(()) => return Ok(()),
+            // A CLI that cannot (too old, a wrapper): the file is what the CLI would write.
+            Err(e) => tracing::debug!("{e}; writing the context's meta.json instead"),
+        }
     }
     let meta = json!({
         "Name": name,
@@ -115,32 +121,26 @@ pub fn make_current(name: &str) -> Result<()> {
             "there is no Docker context {name} yet: `n10n-dev up` creates it"
         )));
     }
-    match has_cli() {
-        true => cli(&["context", "use", name]),
+    match has_cli() && cli(&["context", "use", name]).is_ok() {
+        true => Ok(()),
         false => set_current(Some(name)),
     }
 }
 
 /// Remove `name`; the current context goes back to `default` only if it was `name`.
 pub fn remove(name: &str) -> Result<()> {
-    if current().as_deref() == Some(name) {
-        match has_cli() {
-            true => cli(&["context", "use", "default"])?,
-            false => set_current(None)?,
-        }
+    if current().as_deref() == Some(name)
+        && !(has_cli() && cli(&["context", "use", "default"]).is_ok())
+    {
+        set_current(None)?;
     }
-    if host_of(name).is_none() {
+    if host_of(name).is_none() || (has_cli() && cli(&["context", "rm", "-f", name]).is_ok()) {
         return Ok(());
     }
-    match has_cli() {
-        true => cli(&["context", "rm", "-f", name]),
-        false => {
-            let path = meta_path(name)?;
-            let dir = path.parent().unwrap_or(&path);
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))
-        }
-    }
+    let path = meta_path(name)?;
+    let dir = path.parent().unwrap_or(&path);
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))
 }
 
 /// Write `currentContext` into config.json (removed for `None`), keeping everything else.

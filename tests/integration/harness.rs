@@ -247,6 +247,8 @@ impl Project {
         cmd.args(args)
             .current_dir(self.root())
             .env("N10N_DEV_HOME", self.home.path())
+            // `up` makes a Docker context: in the test's own Docker config, not the user's.
+            .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
             .env_remove("N10N_DEV_BACKEND")
             .stdin(Stdio::null());
         cmd
