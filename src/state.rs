@@ -72,13 +72,7 @@ pub struct Lock {
 impl Lock {
     /// Take the lock at `path`, waiting for another n10n-dev process that holds it.
     pub fn acquire(path: &Path) -> Result<Lock> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .context(|| format!("cannot open lock file {}", path.display()))?;
+        let file = open_lock_file(path)?;
         if file.try_lock().is_err() {
             tracing::info!("waiting for another n10n-dev to release {}", path.display());
             file.lock()
@@ -89,13 +83,17 @@ impl Lock {
 
     /// Take the lock at `path` if nobody holds it; `None` when another process does.
     pub fn try_acquire(path: &Path) -> Result<Option<Lock>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .context(|| format!("cannot open lock file {}", path.display()))?;
+        let file = open_lock_file(path)?;
         Ok(file.try_lock().is_ok().then_some(Lock { _file: file }))
     }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .context(|| format!("cannot open lock file {}", path.display()))
 }
