@@ -234,6 +234,43 @@ fn the_host_docker_cli_works_through_the_forwarder() {
 }
 
 #[test]
+fn docker_run_t_gets_a_sized_terminal_through_the_forwarder() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    f.busybox_image();
+    let command = format!(
+        "DOCKER_HOST=unix://{} DOCKER_CONFIG={} docker run -it --rm --network none {} \
+         /bin/busybox sh -c 'tty; while :; do stty size 2>/dev/null; sleep 0.2; done'",
+        f.socket().display(),
+        f.docker_config.path().display(),
+        f.image
+    );
+    let tmux = crate::shell::Tmux::start(format!("n10n-fwd-{}", std::process::id()), &command);
+    tmux.wait_for_line("/dev/pts/0");
+    // A resize of the terminal reaches the container's PTY (the CLI's resize call goes
+    // through the forwarder); busybox's stty fails until the container has a size.
+    // The CLI starts watching SIGWINCH just after the container starts: a resize before that
+    // is missed, so each try uses a new width.
+    let reached = (80..90).any(|columns| {
+        tmux.resize(columns, 25);
+        let size = format!("25 {columns}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if tmux.capture().lines().any(|l| l.trim_end() == size) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    assert!(
+        reached,
+        "no resize reached the container:\n{}",
+        tmux.capture()
+    );
+}
+
+#[test]
 fn a_100_mb_image_goes_through_both_ways() {
     let sshd = Sshd::start();
     let f = Forwarded::up(&sshd, "");

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-struct Tmux {
+pub struct Tmux {
     session: String,
 }
 
 impl Tmux {
     /// A detached 100×30 session running `command`.
-    fn start(session: String, command: &str) -> Tmux {
+    pub fn start(session: String, command: &str) -> Tmux {
         run_ok(
             "tmux",
             &[
@@ -29,7 +29,7 @@ impl Tmux {
         Tmux { session }
     }
 
-    fn capture(&self) -> String {
+    pub fn capture(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
@@ -37,22 +37,42 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn send(&self, keys: &str) {
+    pub fn resize(&self, columns: u16, rows: u16) {
+        let (columns, rows) = (columns.to_string(), rows.to_string());
+        let args = [
+            "resize-window",
+            "-t",
+            &self.session,
+            "-x",
+            &columns,
+            "-y",
+            &rows,
+        ];
+        run_ok("tmux", &args);
+        wait_for("the pane to be resized", Duration::from_secs(10), || {
+            let out = Command::new("tmux")
+                .args(["display", "-p", "-t", &self.session, "#{pane_width}"])
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout).trim() == columns).then_some(())
+        });
+    }
+
+    pub fn send(&self, keys: &str) {
         run_ok("tmux", &["send-keys", "-t", &self.session, "-l", keys]);
         run_ok("tmux", &["send-keys", "-t", &self.session, "Enter"]);
     }
 
-    fn wait_for_line(&self, line: &str) {
-        wait_for(
-            &format!("`{line}` in the pane"),
-            Duration::from_secs(20),
-            || {
+    pub fn wait_for_line(&self, line: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.capture().lines().any(|l| l.trim_end() == line) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after 20 s waiting for `{line}` in the pane:\n{}",
                 self.capture()
-                    .lines()
-                    .any(|l| l.trim_end() == line)
-                    .then_some(())
-            },
-        );
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -86,25 +106,7 @@ fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
     tmux.wait_for_line("marker-file");
     tmux.wait_for_line("xterm-256color");
 
-    run_ok(
-        "tmux",
-        &[
-            "resize-window",
-            "-t",
-            &tmux.session,
-            "-x",
-            "123",
-            "-y",
-            "30",
-        ],
-    );
-    wait_for("the pane to be resized", Duration::from_secs(10), || {
-        let out = Command::new("tmux")
-            .args(["display", "-p", "-t", &tmux.session, "#{pane_width}"])
-            .output()
-            .unwrap();
-        (String::from_utf8_lossy(&out.stdout).trim() == "123").then_some(())
-    });
+    tmux.resize(123, 30);
     tmux.send("tput cols");
     tmux.wait_for_line("123");
 
