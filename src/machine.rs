@@ -9,6 +9,7 @@ use crate::backend::{self, Backend};
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
+use crate::image::Place;
 use crate::progress::Step;
 use crate::ssh::{Endpoint, Session};
 use crate::state::{Lock, StateDir};
@@ -131,6 +132,20 @@ impl Context {
         self.provision_unless(current, session, &plan)
             .await
             .map(Some)
+    }
+
+    /// Where the project's commands run: the replica on the machine behind `session`, or the
+    /// project itself (native backend).
+    pub fn place<'a>(&self, session: Option<&'a Session>) -> Place<'a> {
+        match session {
+            Some(session) => Place::Remote {
+                session,
+                dir: self.project.config.sync.dest.clone(),
+            },
+            None => Place::Local {
+                dir: self.project.root.clone(),
+            },
+        }
     }
 
     /// Where this VM's forwarder keeps its socket, pidfile, log and status.

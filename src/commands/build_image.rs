@@ -36,15 +36,7 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     // A Dockerfile build names its image; anything else is found by what it adds.
     let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
     let (session, before) = provisioned_and_listed(ctx, session, names_its_image).await?;
-    let place = match &session {
-        Some(session) => Place::Remote {
-            session,
-            dir: ctx.project.config.sync.dest.clone(),
-        },
-        None => Place::Local {
-            dir: ctx.project.root.clone(),
-        },
-    };
+    let place = ctx.place(session.as_ref());
     let env = vec![
         ("N10N_IMAGE".to_string(), reference.clone()),
         ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
@@ -94,30 +86,18 @@ async fn provisioned_and_listed(
         false => image::image_ids(place).await,
     };
     let Some(session) = session else {
-        let here = Place::Local {
-            dir: ctx.project.root.clone(),
-        };
-        return Ok((None, list(&here).await?));
+        return Ok((None, list(&ctx.place(None)).await?));
     };
     let plan = ctx.provision_plan()?;
     let (current, before) = {
-        let place = Place::Remote {
-            session: &session,
-            dir: ctx.project.config.sync.dest.clone(),
-        };
+        let place = ctx.place(Some(&session));
         tokio::join!(provision::is_current(&session, &plan.stamp), list(&place))
     };
     let current = current?;
     let session = ctx.provision_unless(current, session, &plan).await?;
     let before = match current {
         true => before?,
-        false => {
-            let place = Place::Remote {
-                session: &session,
-                dir: ctx.project.config.sync.dest.clone(),
-            };
-            list(&place).await?
-        }
+        false => list(&ctx.place(Some(&session))).await?,
     };
     Ok((Some(session), before))
 }

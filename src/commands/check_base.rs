@@ -11,7 +11,7 @@ use clap::Args;
 use super::Context;
 use crate::base::{self, Assessment, Question, pins, time};
 use crate::error::{Error, Result};
-use crate::image::{self, Place};
+use crate::image;
 use crate::registry::{self, Client, Reference};
 
 /// Exit codes of `check-base` (see the CLI contract).
@@ -124,15 +124,7 @@ async fn from_build_machine(
     let name = image::given_or_last_built(given, &vm_dir)?;
     let backend = ctx.backend(None)?;
     let session = ctx.bring_up(backend.as_ref(), false, false).await?;
-    let place = match &session {
-        Some(session) => Place::Remote {
-            session,
-            dir: ".".into(),
-        },
-        None => Place::Local {
-            dir: ctx.project.root.clone(),
-        },
-    };
+    let place = ctx.place(session.as_ref());
     let facts = image::inspect(&place, &name).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {name} in the build machine's Docker: build it \

@@ -15,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::image::{self, Place};
+use crate::image;
 use crate::lambda::docker::DockerLauncher;
 use crate::lambda::invoke_api::{self, Functions};
 use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
@@ -184,15 +184,7 @@ async fn runnable_platform(
     ctx: &Context,
     image: &str,
 ) -> Result<String> {
-    let place = match session {
-        Some(session) => Place::Remote {
-            session,
-            dir: ".".into(),
-        },
-        None => Place::Local {
-            dir: ctx.project.root.clone(),
-        },
-    };
+    let place = ctx.place(session);
     let facts = image::inspect(&place, image).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {image} in the build machine's Docker: build it first \

@@ -303,20 +303,19 @@ fn closing(
 }
 
 /// Lowercase hex of `bytes` random bytes.
-pub fn random_hex(bytes: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    if read.is_err() {
-        // Unique enough for request ids when /dev/urandom is missing.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (nanos >> ((i % 16) * 8)) as u8 ^ i as u8;
-        }
+fn random_hex(bytes: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Ids, not secrets: std's randomly keyed SipHash over a counter, no I/O on the invoke path.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hex = String::with_capacity(bytes * 2 + 16);
+    while hex.len() < bytes * 2 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hex.push_str(&format!("{:016x}", hasher.finish()));
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex.truncate(bytes * 2);
+    hex
 }
 
 /// A request id in UUID form, as Lambda's.
@@ -361,6 +360,8 @@ mod tests {
         );
         let id = request_id();
         assert_eq!((id.len(), &id[14..15], &id[19..20]), (36, "4", "a"));
+        assert_ne!(id, request_id());
+        assert_eq!(random_hex(12).len(), 24);
         assert!(trace_id().starts_with("Root=1-"));
     }
 }
