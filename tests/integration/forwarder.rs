@@ -7,9 +7,12 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::harness::*;
+
+static NEXT_IMAGE: AtomicUsize = AtomicUsize::new(0);
 
 /// A project on the loopback sshd, `up` without provisioning, with a Docker config of its own.
 struct Forwarded {
@@ -25,7 +28,13 @@ impl Forwarded {
         let forwarded = Forwarded {
             project,
             docker_config: tempfile::tempdir().unwrap(),
-            image: format!("n10n-test-{}-fwd:1", std::process::id()),
+            // Tests run in parallel in one process: each needs an image of its own, or one
+            // test's clean-up removes another's image mid-test.
+            image: format!(
+                "n10n-test-{}-fwd{}:1",
+                std::process::id(),
+                NEXT_IMAGE.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let out = forwarded.n10n(&["up", "--no-provision"]);
         assert!(out.status.success(), "{}", stderr(&out));
