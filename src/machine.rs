@@ -15,6 +15,8 @@ use crate::ssh::{Endpoint, Session};
 use crate::state::{Lock, StateDir};
 use crate::{docker_context, forwarder, provision, sync};
 
+/// How long the forwarder's kept connection gets to answer before a command connects itself.
+const KEPT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a new or resumed VM gets to answer SSH.
 const SSH_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -53,9 +55,43 @@ impl Context {
         }
     }
 
-    /// Connect to the machine: first where it was last seen (no call to its tool), then where
-    /// its tool says it is now.
+    /// Connect to the machine: through the forwarder's kept connection when it offers one,
+    /// else directly.
     pub async fn connect(&self, backend: &dyn Backend) -> Result<Session> {
+        match self.connect_kept(backend).await {
+            Some(session) => Ok(session),
+            None => self.connect_direct(backend).await,
+        }
+    }
+
+    /// The forwarder's kept connection, when one runs and is connected to the machine: no
+    /// handshake with the machine at all. Anything amiss means "not this way", never an error.
+    async fn connect_kept(&self, backend: &dyn Backend) -> Option<Session> {
+        if backend.runs_locally() {
+            return None;
+        }
+        let socket = self.forwarder_paths().ok()?.kept;
+        if !socket.exists() {
+            return None;
+        }
+        let endpoint = backend.last_endpoint()?;
+        let attempt = Session::connect_kept(&endpoint, &socket);
+        match tokio::time::timeout(KEPT_DEADLINE, attempt).await {
+            Ok(Ok(session)) => Some(session),
+            Ok(Err(e)) => {
+                tracing::debug!("no kept connection ({e}); connecting directly");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("the kept connection did not answer; connecting directly");
+                None
+            }
+        }
+    }
+
+    /// Connect to the machine itself: first where it was last seen (no call to its tool), then
+    /// where its tool says it is now.
+    pub async fn connect_direct(&self, backend: &dyn Backend) -> Result<Session> {
         let last = backend.last_endpoint();
         let mut failure = None;
         if let Some(endpoint) = &last {
@@ -115,9 +151,12 @@ impl Context {
             tokio::task::block_in_place(|| backend.start())?;
             return Ok(None);
         }
-        let session = match reuse(backend).await {
+        let session = match self.connect_kept(backend).await {
             Some(session) => session,
-            None => start(backend, self.quiet).await?,
+            None => match reuse(backend).await {
+                Some(session) => session,
+                None => start(backend, self.quiet).await?,
+            },
         };
         // Sync first: it finds the remote agent, through which the stamp check then goes.
         if sync {
@@ -176,6 +215,17 @@ impl Context {
         docker_context::ensure(&self.docker_context(), &host, &description)
     }
 
+    /// After provisioning: a running forwarder's connection, and every channel of the kept
+    /// connection, has the groups it logged in with; a new forwarder logs in afresh.
+    pub fn renew_forwarder(&self) -> Result<()> {
+        let paths = self.forwarder_paths()?;
+        if forwarder::running_pid(&paths).is_none() {
+            return Ok(());
+        }
+        forwarder::stop(&paths);
+        self.serve_engine().map(|_| ())
+    }
+
     /// The project's provision scripts, and the stamp a machine carries once they ran.
     pub fn provision_plan(&self) -> Result<provision::Plan> {
         let scripts = provision::scripts_for(&self.project)?;
@@ -199,6 +249,7 @@ impl Context {
             provision::run(&session, &plan.scripts, &plan.stamp, self.quiet).await?;
             let endpoint = session.endpoint().clone();
             drop(session);
+            self.renew_forwarder()?;
             Session::connect(&endpoint).await?
         };
         provision::remember(

@@ -23,6 +23,8 @@ pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
         return Ok(());
     }
     provision::run(&session, &scripts, &stamp, ctx.quiet).await?;
+    drop(session);
+    ctx.renew_forwarder()?;
     provision::remember(&ctx.state.vm_dir(&ctx.project.config.vm.name)?, &stamp)?;
     if !ctx.quiet {
         eprintln!("provision: done ({stamp})");

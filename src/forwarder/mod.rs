@@ -5,7 +5,6 @@
 //! `stop` and `destroy` end it; its pidfile, log and status live beside the socket.
 
 mod ports;
-mod relay;
 pub mod serve;
 
 use std::io::{Read, Write};
@@ -27,6 +26,8 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub socket: PathBuf,
+    /// The kept connection's socket, for n10n-dev's own commands.
+    pub kept: PathBuf,
     pub pidfile: PathBuf,
     pub log: PathBuf,
     pub status: PathBuf,
@@ -37,6 +38,7 @@ impl Paths {
     pub fn in_dir(vm_dir: &Path) -> Paths {
         Paths {
             socket: vm_dir.join("docker.sock"),
+            kept: vm_dir.join("ssh.sock"),
             pidfile: vm_dir.join("forwarder.pid"),
             log: vm_dir.join("forwarder.log"),
             status: vm_dir.join("forwarder.json"),
@@ -69,6 +71,9 @@ pub struct Status {
     pub since: i64,
     pub last_error: Option<String>,
     pub reconnects: u32,
+    /// How many sessions of n10n-dev's own commands went through the kept connection.
+    #[serde(default)]
+    pub kept_sessions: u64,
     pub ports: Vec<Forwarded>,
     pub skipped: Vec<Skipped>,
 }
@@ -224,6 +229,7 @@ pub fn stop(paths: &Paths) {
         }
     }
     remove_socket(&paths.socket);
+    remove_socket(&paths.kept);
     let _ = std::fs::remove_file(&paths.pidfile);
     let _ = std::fs::remove_file(&paths.status);
 }

@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::serve::Link;
-use super::{Forwarded, Skipped, relay};
+use super::{Forwarded, Skipped};
 use crate::config::ForwardConfig;
+use crate::ssh::relay::relay;
 
 const POLL_EVERY: Duration = Duration::from_secs(2);
 const LISTEN_STATE: &str = "0A";
@@ -189,7 +190,7 @@ async fn serve(
                         return;
                     };
                     match session.connect_tcp(&guest, guest_port).await {
-                        Ok(channel) => relay::relay(client, channel).await,
+                        Ok(channel) => relay(client, channel).await,
                         Err(e) => eprintln!("forwarder: {e}"),
                     }
                 });

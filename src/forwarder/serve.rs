@@ -1,8 +1,10 @@
 //! The forwarder process itself (`n10n-dev forwarder`, started by `up`): one SSH connection
 //! kept up (reconnecting with backoff when it drops), the engine socket served over it, the
-//! machine's ports followed, and its state written to `forwarder.json` for `status` and `ports`.
+//! kept connection offered to n10n-dev's own commands, the machine's ports followed, and its
+//! state written to `forwarder.json` for `status` and `ports`.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,11 +12,12 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
-use super::{Paths, Status, ports, relay};
+use super::{Paths, Status, ports};
 use crate::engine::DOCKER_SOCKET;
 use crate::error::{Error, Result};
 use crate::machine::Context;
-use crate::ssh::Session;
+use crate::ssh::relay::relay;
+use crate::ssh::{KeptServer, Session};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -41,6 +44,14 @@ impl Link {
             Ok(Ok(session)) => session.clone(),
             _ => None,
         }
+    }
+
+    /// The current connection if it is up now; no waiting (a client falls back to its own).
+    pub fn current(&self) -> Option<Arc<Session>> {
+        self.session
+            .borrow()
+            .clone()
+            .filter(|session| !session.is_closed())
     }
 
     pub fn report_broken(&self) {
@@ -70,7 +81,8 @@ pub async fn run(ctx: &Context) -> Result<()> {
     };
     let pid = std::process::id();
     crate::state::write_atomically(&paths.pidfile, pid.to_string().as_bytes())?;
-    let listener = bind(&paths)?;
+    let listener = bind(&paths.socket)?;
+    let kept = bind(&paths.kept)?;
     let link = Arc::new(Link {
         session: watch::Sender::new(None),
         broken: Notify::new(),
@@ -89,6 +101,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
     tokio::select! {
         () = keep_connected(ctx, &link) => {}
         () = serve_engine(&listener, &link) => {}
+        () = serve_kept(&kept, &link) => {}
         () = ports::follow(&link, &ctx.project.config.forward) => {}
         () = orphaned(&paths, pid) => {}
         _ = terminate.recv() => {}
@@ -99,6 +112,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
         std::fs::read_to_string(&paths.pidfile).is_ok_and(|named| named.trim() == pid.to_string());
     if still_ours {
         super::remove_socket(&paths.socket);
+        super::remove_socket(&paths.kept);
         let _ = std::fs::remove_file(&paths.status);
         let _ = std::fs::remove_file(&paths.pidfile);
     }
@@ -117,10 +131,9 @@ async fn orphaned(paths: &Paths, pid: u32) {
     }
 }
 
-/// The engine socket: a live one means another forwarder serves it (the lock says otherwise,
-/// so it is a leftover that still answers: leave it); a dead one is replaced.
-fn bind(paths: &Paths) -> Result<UnixListener> {
-    let socket = &paths.socket;
+/// A socket of the forwarder's: a live one means another forwarder serves it (the lock says
+/// otherwise, so it is a leftover that still answers: leave it); a dead one is replaced.
+fn bind(socket: &Path) -> Result<UnixListener> {
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             return Err(Error::Other(format!(
@@ -152,7 +165,7 @@ async fn keep_connected(ctx: &Context, link: &Link) {
     };
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match ctx.connect(backend.as_ref()).await {
+        match ctx.connect_direct(backend.as_ref()).await {
             Ok(session) => {
                 let endpoint = session.endpoint().to_string();
                 let session = Arc::new(session);
@@ -216,7 +229,7 @@ async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
                     return;
                 };
                 match session.connect_unix(DOCKER_SOCKET).await {
-                    Ok(engine) => return relay::relay(client, engine).await,
+                    Ok(engine) => return relay(client, engine).await,
                     Err(e) => {
                         eprintln!("forwarder: {e}");
                         link.report_broken();
@@ -224,5 +237,32 @@ async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
                 }
             }
         });
+    }
+}
+
+/// Each connection to the kept socket served as an SSH session whose channels are opened on the
+/// forwarder's connection. While that connection is down, clients are turned away at once and
+/// connect by themselves.
+async fn serve_kept(listener: &UnixListener, link: &Arc<Link>) {
+    let mut server: Option<KeptServer> = None;
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some(session) = link.current() else {
+            continue;
+        };
+        if server.is_none() {
+            match KeptServer::new(session.endpoint()) {
+                Ok(made) => server = Some(made),
+                Err(e) => {
+                    eprintln!("forwarder: cannot offer the kept connection: {e}");
+                    continue;
+                }
+            }
+        }
+        let server = server.clone().expect("made above");
+        link.update(|s| s.kept_sessions += 1);
+        tokio::spawn(async move { server.serve(client, session).await });
     }
 }

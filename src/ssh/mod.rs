@@ -3,9 +3,11 @@
 
 mod exec;
 mod job;
+mod kept;
 mod known_hosts;
 mod pty;
 pub mod quote;
+pub mod relay;
 mod socket;
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 pub use exec::{ExitCode, RemoteCommand};
 pub use job::Job;
+pub use kept::KeptServer;
 pub use known_hosts::{Pin, fingerprint};
 pub use socket::QuickAckStream;
 
@@ -109,8 +112,17 @@ enum HostKeyOutcome {
     Unreadable(String),
 }
 
+/// Which host key the client accepts.
+enum Trust {
+    /// The machine's key, pinned on first use.
+    Pinned(Pin),
+    /// The kept connection's server (the forwarder) proves itself with the user's own key:
+    /// only a process that can read the identity can serve it.
+    Own(PublicKey),
+}
+
 struct Client {
-    pin: Pin,
+    trust: Trust,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
     forwards: Forwards,
 }
@@ -122,20 +134,34 @@ impl client::Handler for Client {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, russh::Error> {
-        let (outcome, accept) = match key {
-            PublicKeyOrCertificate::Certificate(_) => (HostKeyOutcome::Certificate, false),
-            PublicKeyOrCertificate::PublicKey { key, .. } => match self.pin.check(key) {
-                Ok(known_hosts::Verdict::Trusted) => (HostKeyOutcome::Trusted, true),
-                Ok(known_hosts::Verdict::New) => (HostKeyOutcome::New(key.clone()), true),
-                Ok(known_hosts::Verdict::Mismatch { pinned }) => (
-                    HostKeyOutcome::Mismatch {
-                        pinned,
-                        presented: key.clone(),
-                    },
-                    false,
-                ),
-                Err(e) => (HostKeyOutcome::Unreadable(e.to_string()), false),
-            },
+        let (outcome, accept) = match (key, &self.trust) {
+            (PublicKeyOrCertificate::Certificate(_), _) => (HostKeyOutcome::Certificate, false),
+            (PublicKeyOrCertificate::PublicKey { key, .. }, Trust::Own(own)) => {
+                match key.key_data() == own.key_data() {
+                    true => (HostKeyOutcome::Trusted, true),
+                    false => (
+                        HostKeyOutcome::Mismatch {
+                            pinned: own.clone(),
+                            presented: key.clone(),
+                        },
+                        false,
+                    ),
+                }
+            }
+            (PublicKeyOrCertificate::PublicKey { key, .. }, Trust::Pinned(pin)) => {
+                match pin.check(key) {
+                    Ok(known_hosts::Verdict::Trusted) => (HostKeyOutcome::Trusted, true),
+                    Ok(known_hosts::Verdict::New) => (HostKeyOutcome::New(key.clone()), true),
+                    Ok(known_hosts::Verdict::Mismatch { pinned }) => (
+                        HostKeyOutcome::Mismatch {
+                            pinned,
+                            presented: key.clone(),
+                        },
+                        false,
+                    ),
+                    Err(e) => (HostKeyOutcome::Unreadable(e.to_string()), false),
+                }
+            }
         };
         *self.outcome.lock().expect("not poisoned") = Some(outcome);
         Ok(accept)
@@ -170,12 +196,37 @@ impl client::Handler for Client {
 impl Session {
     /// Connect, verify the host key against the pin, authenticate, and pin the key on first use.
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
-        let started = std::time::Instant::now();
         let key = load_identity(&endpoint.identity)?;
+        let stream = socket::QuickAckStream::connect(&endpoint.host, endpoint.port);
+        Session::handshake(endpoint, key, Trust::Pinned(endpoint.pin()), stream).await
+    }
+
+    /// Connect through the forwarder's kept connection to the machine (its private socket
+    /// `socket`), in the manner of OpenSSH's ControlMaster: no TCP or SSH handshake with the
+    /// machine, only a local one with the forwarder, which relays every channel.
+    pub async fn connect_kept(endpoint: &Endpoint, socket: &std::path::Path) -> Result<Session> {
+        let key = load_identity(&endpoint.identity)?;
+        let own = key.public_key().clone();
+        let stream = tokio::net::UnixStream::connect(socket);
+        let session = Session::handshake(endpoint, key, Trust::Own(own), stream).await?;
+        tracing::debug!("through the kept connection at {}", socket.display());
+        Ok(session)
+    }
+
+    async fn handshake<S>(
+        endpoint: &Endpoint,
+        key: PrivateKey,
+        trust: Trust,
+        stream: impl Future<Output = std::io::Result<S>>,
+    ) -> Result<Session>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = std::time::Instant::now();
         let outcome = Arc::new(Mutex::new(None));
         let forwards = Forwards::default();
         let client = Client {
-            pin: endpoint.pin(),
+            trust,
             outcome: outcome.clone(),
             forwards: forwards.clone(),
         };
@@ -184,9 +235,7 @@ impl Session {
             reason,
         };
         let attempt = async {
-            let stream = socket::QuickAckStream::connect(&endpoint.host, endpoint.port)
-                .await
-                .map_err(russh::Error::IO)?;
+            let stream = stream.await.map_err(russh::Error::IO)?;
             let mut handle =
                 client::connect_stream(Arc::new(client_config()), stream, client).await?;
             let hash = match key.algorithm() {

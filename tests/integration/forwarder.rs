@@ -391,3 +391,61 @@ fn static_forwards_reach_a_guest_port_from_another_host_port() {
     );
     assert!(ports.contains("static"), "{ports}");
 }
+
+#[test]
+fn n10n_dev_s_own_commands_go_through_the_kept_connection_and_fall_back_without_it() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    let kept = f.project.home.path().join("vms/test-vm/ssh.sock");
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let before = f.project.kept_sessions();
+
+    let out = f.n10n(&[
+        "-v",
+        "run",
+        "--no-sync",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(3), "hi\n")
+    );
+    assert!(
+        stderr(&out).contains("through the kept connection"),
+        "{}",
+        stderr(&out)
+    );
+    f.project
+        .write("new.txt", "synced through the kept connection");
+    assert!(f.n10n(&["sync"]).status.success());
+    assert!(f.project.replica().join("new.txt").exists());
+    let mut shell = f.project.cmd(&["shell", "--no-sync"]);
+    shell.env("DOCKER_CONFIG", f.docker_config.path());
+    let shell = output_with_stdin(shell, b"echo from the shell\n");
+    assert_eq!(stdout(&shell), "from the shell\n", "{}", stderr(&shell));
+    assert!(f.n10n(&["up", "--no-provision"]).status.success());
+    assert_eq!(
+        f.project.kept_sessions(),
+        before + 4,
+        "run, sync, shell and up each made one session through the kept connection"
+    );
+
+    // A forwarder killed outright leaves its sockets behind: commands connect by themselves.
+    let pid = f.forwarder_pid();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("the forwarder to die", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(kept.exists());
+    let out = f.n10n(&["-v", "run", "--no-sync", "--", "echo", "direct"]);
+    assert_eq!(stdout(&out), "direct\n", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no kept connection"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -205,6 +205,8 @@ pub struct Project {
     pub dir: TempDir,
     pub home: TempDir,
     pub remote: TempDir,
+    /// In kept mode, the forwarder the test started (ended by its pid on drop).
+    forwarder: Option<std::process::Child>,
 }
 
 impl Project {
@@ -214,13 +216,44 @@ impl Project {
 
     /// `extra` is appended to the generated n10n-dev.toml.
     pub fn with_config(sshd: &Sshd, extra: &str) -> Project {
-        let project = Project {
+        let mut project = Project {
             dir: tempfile::tempdir().unwrap(),
             home: tempfile::tempdir().unwrap(),
             remote: tempfile::tempdir().unwrap(),
+            forwarder: None,
         };
         project.write_config(sshd.port, &sshd.user, &sshd.identity, extra);
+        if kept_mode() {
+            project.start_forwarder();
+        }
         project
+    }
+
+    /// The forwarder `up` would start, started directly (no sync, no provisioning), so that
+    /// every later command goes through its kept connection.
+    fn start_forwarder(&mut self) {
+        let child = self
+            .cmd(&["forwarder"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.forwarder = Some(child);
+        let status = self.home.path().join("vms/test-vm/forwarder.json");
+        wait_for("the forwarder to connect", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&status).ok()?;
+            text.contains("\"connected\": true").then_some(())
+        });
+    }
+
+    /// Sessions of n10n-dev's commands that went through the forwarder's kept connection.
+    pub fn kept_sessions(&self) -> u64 {
+        let status = self.home.path().join("vms/test-vm/forwarder.json");
+        let text = std::fs::read_to_string(status).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["kept_sessions"].as_u64())
+            .unwrap_or(0)
     }
 
     pub fn write_config(&self, port: u16, user: &str, identity: &Path, extra: &str) {
@@ -276,6 +309,31 @@ impl Project {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, contents).unwrap();
     }
+}
+
+/// `N10N_TEST_KEPT=1`: every project gets a forwarder first, so the commands under test go
+/// through its kept connection (`.ci/run` runs the run, shell, sync and image tests this way
+/// too).
+pub fn kept_mode() -> bool {
+    std::env::var_os("N10N_TEST_KEPT").is_some_and(|v| v == "1")
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if let Some(mut forwarder) = self.forwarder.take() {
+            let _ = forwarder.kill();
+            let _ = forwarder.wait();
+        }
+    }
+}
+
+/// For a test of the direct connection itself (refusal, host keys): a kept connection made
+/// before the change would carry the command, as OpenSSH's ControlMaster would.
+pub fn direct_only() -> bool {
+    if kept_mode() {
+        eprintln!("a test of the direct connection: nothing to check in kept mode");
+    }
+    kept_mode()
 }
 
 pub fn stderr(out: &Output) -> String {

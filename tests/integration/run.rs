@@ -218,6 +218,9 @@ fn a_killed_server_ends_the_command_with_255() {
 
 #[test]
 fn refused_connection_is_255_with_a_reason() {
+    if direct_only() {
+        return;
+    }
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
     project.write_config(free_port(), &sshd.user, &sshd.identity, "");
