@@ -6,7 +6,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/n10n-bench.XXXXXX)
-trap 'kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# `up` starts a forwarder: end it by its pid too.
+trap 'cat "$WORK"/state/vms/*/forwarder.pid 2>/dev/null | xargs -r kill 2>/dev/null; kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # N10N_BIN: use this binary instead of building a release one (CI checks reuse the test build).
 if [ -n "${N10N_BIN:-}" ]; then
