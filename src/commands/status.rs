@@ -35,6 +35,9 @@ struct Forwarder {
     connected: bool,
     reconnects: u32,
     last_error: Option<String>,
+    /// The kept connection's socket, which n10n-dev's own commands go through.
+    kept_socket: String,
+    kept_sessions: u64,
     ports: Vec<crate::forwarder::Forwarded>,
     skipped: Vec<crate::forwarder::Skipped>,
 }
@@ -63,6 +66,8 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
                 connected: reported.connected,
                 reconnects: reported.reconnects,
                 last_error: reported.last_error,
+                kept_socket: paths.kept.display().to_string(),
+                kept_sessions: reported.kept_sessions,
                 ports: reported.ports,
                 skipped: reported.skipped,
             })
@@ -128,8 +133,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
                     ),
                 };
                 println!(
-                    "forwarder: pid {}, {health}, {} reconnects",
-                    f.pid, f.reconnects
+                    "forwarder: pid {}, {health}, {} reconnects, {} sessions through the kept \
+                     connection",
+                    f.pid, f.reconnects, f.kept_sessions
                 );
                 for port in &f.ports {
                     println!(

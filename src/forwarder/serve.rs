@@ -31,6 +31,9 @@ pub(crate) struct Link {
     session: watch::Sender<Option<Arc<Session>>>,
     /// Told when a channel could not be opened: the connection may be dead.
     broken: Notify,
+    /// Told when a client waits for a connection that is down: try again now, not after the
+    /// backoff (the first `docker ps` after the laptop wakes should not wait up to 5 s more).
+    wanted: Notify,
     status: Mutex<Status>,
     paths: Paths,
 }
@@ -38,6 +41,9 @@ pub(crate) struct Link {
 impl Link {
     /// The current connection, waiting a while for one being made again.
     pub async fn session(&self) -> Option<Arc<Session>> {
+        if self.current().is_none() {
+            self.wanted.notify_one();
+        }
         let mut receiver = self.session.subscribe();
         let wait = receiver.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
         match tokio::time::timeout(WAIT_FOR_LINK, wait).await {
@@ -86,6 +92,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
     let link = Arc::new(Link {
         session: watch::Sender::new(None),
         broken: Notify::new(),
+        wanted: Notify::new(),
         status: Mutex::new(Status {
             pid,
             ..Status::default()
@@ -190,7 +197,14 @@ async fn keep_connected(ctx: &Context, link: &Link) {
             }
             Err(e) => {
                 link.update(|s| s.last_error = Some(e.to_string()));
-                tokio::time::sleep(backoff).await;
+                let wanted = async {
+                    tokio::time::sleep(BACKOFF_FIRST).await;
+                    link.wanted.notified().await;
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = wanted => {}
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }

@@ -72,6 +72,13 @@ impl Forwarded {
         stdout(&out)
     }
 
+    /// What `status --json` says of the sessions through the kept connection.
+    fn kept_sessions(&self) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&stdout(&self.n10n(&["status", "--json"]))).unwrap();
+        status["forwarder"]["kept_sessions"].as_u64().unwrap()
+    }
+
     fn forwarder_pid(&self) -> u32 {
         let pidfile = self.project.home.path().join("vms/test-vm/forwarder.pid");
         std::fs::read_to_string(pidfile)
@@ -399,7 +406,7 @@ fn n10n_dev_s_own_commands_go_through_the_kept_connection_and_fall_back_without_
     let kept = f.project.home.path().join("vms/test-vm/ssh.sock");
     let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let before = f.project.kept_sessions();
+    let before = f.kept_sessions();
 
     let out = f.n10n(&[
         "-v",
@@ -429,7 +436,7 @@ fn n10n_dev_s_own_commands_go_through_the_kept_connection_and_fall_back_without_
     assert_eq!(stdout(&shell), "from the shell\n", "{}", stderr(&shell));
     assert!(f.n10n(&["up", "--no-provision"]).status.success());
     assert_eq!(
-        f.project.kept_sessions(),
+        f.kept_sessions(),
         before + 4,
         "run, sync, shell and up each made one session through the kept connection"
     );

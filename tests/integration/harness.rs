@@ -246,16 +246,6 @@ impl Project {
         });
     }
 
-    /// Sessions of n10n-dev's commands that went through the forwarder's kept connection.
-    pub fn kept_sessions(&self) -> u64 {
-        let status = self.home.path().join("vms/test-vm/forwarder.json");
-        let text = std::fs::read_to_string(status).unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["kept_sessions"].as_u64())
-            .unwrap_or(0)
-    }
-
     pub fn write_config(&self, port: u16, user: &str, identity: &Path, extra: &str) {
         let config = format!(
             "[vm]\nbackend = \"ssh\"\nname = \"test-vm\"\n\n[ssh]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
