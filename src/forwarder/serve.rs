@@ -21,6 +21,9 @@ use crate::ssh::{KeptServer, Session};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A handshake that hangs (a peer that accepts but never answers) must not hold up the next
+/// attempt for the 15 s a command would wait.
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(5);
 /// How often a connection is checked for having died quietly (keepalives close it).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a client waits for a connection that is being made again.
@@ -172,7 +175,14 @@ async fn keep_connected(ctx: &Context, link: &Link) {
     };
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match ctx.connect_direct(backend.as_ref()).await {
+        let attempt = ctx.connect_direct(backend.as_ref());
+        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempt).await;
+        match attempt.unwrap_or_else(|_| {
+            Err(Error::Other(format!(
+                "no SSH handshake within {} s",
+                ATTEMPT_DEADLINE.as_secs()
+            )))
+        }) {
             Ok(session) => {
                 let endpoint = session.endpoint().to_string();
                 let session = Arc::new(session);
@@ -196,7 +206,18 @@ async fn keep_connected(ctx: &Context, link: &Link) {
                 eprintln!("forwarder: the connection to {endpoint} closed; connecting again");
             }
             Err(e) => {
-                link.update(|s| s.last_error = Some(e.to_string()));
+                let said = e.to_string();
+                if link
+                    .status
+                    .lock()
+                    .expect("not poisoned")
+                    .last_error
+                    .as_ref()
+                    != Some(&said)
+                {
+                    eprintln!("forwarder: {said}");
+                }
+                link.update(|s| s.last_error = Some(said));
                 let wanted = async {
                     tokio::time::sleep(BACKOFF_FIRST).await;
                     link.wanted.notified().await;

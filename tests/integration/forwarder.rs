@@ -335,15 +335,19 @@ fn the_forwarder_reconnects_after_sshd_restarts_and_stale_sockets_are_replaced()
     let out = f.docker().args(["ps", "-q"]).output().unwrap();
     assert!(!out.status.success(), "docker answered with sshd down");
     let sshd = Sshd::start_in(dir, port, "ed25519");
-    wait_for("docker ps to answer again", Duration::from_secs(10), || {
-        f.docker()
-            .args(["ps", "-q"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-            .then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut out = f.docker().args(["ps", "-q"]).output().unwrap();
+    while !out.status.success() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        out = f.docker().args(["ps", "-q"]).output().unwrap();
+    }
+    let log = std::fs::read_to_string(f.project.home.path().join("vms/test-vm/forwarder.log"));
+    assert!(
+        out.status.success(),
+        "docker ps did not answer within 10 s of sshd's restart: {}\nthe forwarder's log:\n{}",
+        stderr(&out),
+        log.unwrap_or_default()
+    );
     assert_eq!(f.forwarder_pid(), pid, "the same forwarder reconnected");
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&f.n10n(&["status", "--json"]))).unwrap();
