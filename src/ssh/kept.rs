@@ -57,24 +57,35 @@ impl KeptServer {
         };
         let handle = running.handle();
         tokio::pin!(running);
-        loop {
-            tokio::select! {
-                _ = &mut running => return,
-                () = tokio::time::sleep(WATCH_EVERY) => {}
-            }
-            if machine.is_closed() {
-                // The client would otherwise wait on channels that can no longer answer.
-                let _ = handle
-                    .disconnect(
-                        Disconnect::ConnectionLost,
-                        format!("the connection to {} closed", machine.endpoint()),
-                        String::new(),
-                    )
-                    .await;
-                let _ = running.await;
-                return;
-            }
+        tokio::select! {
+            _ = &mut running => return,
+            () = closed(&machine) => {}
         }
+        // The client would otherwise wait on channels that can no longer answer.
+        let _ = handle
+            .disconnect(
+                Disconnect::ConnectionLost,
+                format!("the connection to {} closed", machine.endpoint()),
+                String::new(),
+            )
+            .await;
+        let _ = running.await;
+    }
+}
+
+/// Resolves once the machine's connection has closed.
+async fn closed(machine: &Session) {
+    while !machine.is_closed() {
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// Relay until done, or until the machine's connection closes: a relay waiting for the machine
+/// to take more data would otherwise wait forever, and with it the client's whole session.
+async fn while_connected(machine: &Session, relaying: impl Future<Output = ()>) {
+    tokio::select! {
+        () = relaying => {}
+        () = closed(machine) => {}
     }
 }
 
@@ -140,7 +151,7 @@ impl server::Handler for Downstream {
             match machine.handle.channel_open_session().await {
                 Ok(upstream) => {
                     reply.accept().await;
-                    relay_session(channel, upstream, handle).await;
+                    while_connected(&machine, relay_session(channel, upstream, handle)).await;
                 }
                 Err(e) => refuse(reply, &e).await,
             }
@@ -157,8 +168,9 @@ impl server::Handler for Downstream {
     ) -> Result<(), Self::Error> {
         let machine = self.machine.clone();
         let path = socket_path.to_string();
-        relay_bytes_once_open(channel, reply, async move {
-            machine.handle.channel_open_direct_streamlocal(path).await
+        let opening = machine.clone();
+        relay_bytes_once_open(machine, channel, reply, async move {
+            opening.handle.channel_open_direct_streamlocal(path).await
         });
         Ok(())
     }
@@ -175,8 +187,9 @@ impl server::Handler for Downstream {
     ) -> Result<(), Self::Error> {
         let machine = self.machine.clone();
         let (host, originator) = (host_to_connect.to_string(), originator_address.to_string());
-        relay_bytes_once_open(channel, reply, async move {
-            machine
+        let opening = machine.clone();
+        relay_bytes_once_open(machine, channel, reply, async move {
+            opening
                 .handle
                 .channel_open_direct_tcpip(host, port_to_connect, originator, originator_port)
                 .await
@@ -200,6 +213,7 @@ impl server::Handler for Downstream {
         };
         *port = u32::from(listener.port);
         let handle = session.handle();
+        let machine = self.machine.clone();
         self.listeners.push(tokio::spawn(async move {
             while let Some(upstream) = listener.accept().await {
                 let opened = handle
@@ -211,7 +225,10 @@ impl server::Handler for Downstream {
                     )
                     .await;
                 let Ok(downstream) = opened else { return };
-                tokio::spawn(relay(downstream.into_stream(), upstream));
+                let machine = machine.clone();
+                tokio::spawn(async move {
+                    while_connected(&machine, relay(downstream.into_stream(), upstream)).await;
+                });
             }
         }));
         Ok(true)
@@ -221,6 +238,7 @@ impl server::Handler for Downstream {
 /// Accept the client's `channel` once `opening` has opened its twin on the machine, then relay
 /// bytes between them; refuse it when the machine refused.
 fn relay_bytes_once_open(
+    machine: Arc<Session>,
     channel: Channel<Msg>,
     reply: server::ChannelOpenHandle,
     opening: impl Future<Output = Result<Channel<client::Msg>, russh::Error>> + Send + 'static,
@@ -229,7 +247,8 @@ fn relay_bytes_once_open(
         match opening.await {
             Ok(upstream) => {
                 reply.accept().await;
-                relay(channel.into_stream(), upstream.into_stream()).await;
+                let relaying = relay(channel.into_stream(), upstream.into_stream());
+                while_connected(&machine, relaying).await;
             }
             Err(e) => refuse(reply, &e).await,
         }

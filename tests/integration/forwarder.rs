@@ -110,6 +110,16 @@ impl Forwarded {
 impl Drop for Forwarded {
     fn drop(&mut self) {
         let _ = self.n10n(&["stop"]);
+        // `docker run -t` ended by killing its CLI leaves the container running.
+        let ancestor = format!("ancestor={}", self.image);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &ancestor])
+            .output()
+        {
+            for id in stdout(&out).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
         let _ = Command::new("docker")
             .args(["image", "rm", "-f", &self.image])
             .output();
