@@ -34,6 +34,16 @@ impl DockerLauncher {
         }
     }
 
+    /// Remove every container this launcher named, whatever its sandbox knew of it: one whose
+    /// `docker run` was still starting when the sandboxes were stopped is caught here.
+    pub async fn remove_leftovers(&self) {
+        let line = format!(
+            "docker ps -aq --filter name=^{} | xargs -r docker rm -f >/dev/null 2>&1",
+            quote::quote(self.prefix.as_bytes())
+        );
+        self.shell(&line).await;
+    }
+
     /// The `docker run` command line of a sandbox; its output all on stdout.
     fn run_line(&self, name: &str, launch: &Launch) -> String {
         let memory = format!("{}m", launch.memory_mb);
