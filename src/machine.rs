@@ -76,17 +76,11 @@ impl Context {
         }
         let endpoint = backend.last_endpoint()?;
         let attempt = Session::connect_kept(&endpoint, &socket);
-        match tokio::time::timeout(KEPT_DEADLINE, attempt).await {
-            Ok(Ok(session)) => Some(session),
-            Ok(Err(e)) => {
-                tracing::debug!("no kept connection ({e}); connecting directly");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("the kept connection did not answer; connecting directly");
-                None
-            }
-        }
+        let made = tokio::time::timeout(KEPT_DEADLINE, attempt)
+            .await
+            .unwrap_or_else(|_| Err(Error::Other("no answer".into())));
+        made.map_err(|e| tracing::debug!("no kept connection ({e}); connecting directly"))
+            .ok()
     }
 
     /// Connect to the machine itself: first where it was last seen (no call to its tool), then
@@ -151,12 +145,9 @@ impl Context {
             tokio::task::block_in_place(|| backend.start())?;
             return Ok(None);
         }
-        let session = match self.connect_kept(backend).await {
+        let session = match self.reuse(backend).await {
             Some(session) => session,
-            None => match reuse(backend).await {
-                Some(session) => session,
-                None => start(backend, self.quiet).await?,
-            },
+            None => start(backend, self.quiet).await?,
         };
         // Sync first: it finds the remote agent, through which the stamp check then goes.
         if sync {
@@ -258,18 +249,22 @@ impl Context {
         )?;
         Ok(session)
     }
-}
 
-/// The machine as it was left: connect to the endpoint seen last time, if it still answers.
-async fn reuse(backend: &dyn Backend) -> Option<Session> {
-    let endpoint = backend.last_endpoint()?;
-    match tokio::time::timeout(Duration::from_secs(3), Session::connect(&endpoint)).await {
-        Ok(Ok(session)) => Some(session),
-        Ok(Err(e)) => {
-            tracing::debug!("last endpoint {endpoint} does not answer: {e}");
-            None
+    /// The machine as it was left: through the kept connection, else at the endpoint seen last
+    /// time, if it still answers.
+    async fn reuse(&self, backend: &dyn Backend) -> Option<Session> {
+        if let Some(session) = self.connect_kept(backend).await {
+            return Some(session);
         }
-        Err(_) => None,
+        let endpoint = backend.last_endpoint()?;
+        match tokio::time::timeout(Duration::from_secs(3), Session::connect(&endpoint)).await {
+            Ok(Ok(session)) => Some(session),
+            Ok(Err(e)) => {
+                tracing::debug!("last endpoint {endpoint} does not answer: {e}");
+                None
+            }
+            Err(_) => None,
+        }
     }
 }
 

@@ -24,8 +24,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A handshake that hangs (a peer that accepts but never answers) must not hold up the next
 /// attempt for the 15 s a command would wait.
 const ATTEMPT_DEADLINE: Duration = Duration::from_secs(5);
-/// How often a connection is checked for having died quietly (keepalives close it).
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the pidfile is read to see whether this forwarder was orphaned.
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a client waits for a connection that is being made again.
 const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
 
@@ -133,7 +133,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
 /// or a test's temporary state dir) or another forwarder took over.
 async fn orphaned(paths: &Paths, pid: u32) {
     loop {
-        tokio::time::sleep(CHECK_EVERY * 2).await;
+        tokio::time::sleep(ORPHAN_CHECK_EVERY).await;
         let named = std::fs::read_to_string(&paths.pidfile).ok();
         if named.as_deref().map(str::trim) != Some(pid.to_string().as_str()) {
             return;
@@ -236,17 +236,13 @@ async fn keep_connected(ctx: &Context, link: &Link) {
 async fn watch_until_closed(session: &Session, link: &Link) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = session.closed() => return,
             () = link.broken.notified() => {
                 // One failed channel may be the service's fault, not the connection's.
-                if !session.is_closed() && session.capture(None, "true").await.is_ok() {
-                    continue;
+                if session.capture(None, "true").await.is_err() {
+                    return;
                 }
-                return;
             }
-        }
-        if session.is_closed() {
-            return;
         }
     }
 }

@@ -20,9 +20,6 @@ use tokio::task::JoinHandle;
 use super::{Session, relay::relay};
 use crate::error::Result;
 
-/// How often a client's session checks that the machine's connection still lives.
-const WATCH_EVERY: Duration = Duration::from_millis(500);
-
 /// What every client of the kept connection is served with.
 #[derive(Clone)]
 pub struct KeptServer {
@@ -59,7 +56,7 @@ impl KeptServer {
         tokio::pin!(running);
         tokio::select! {
             _ = &mut running => return,
-            () = closed(&machine) => {}
+            () = machine.closed() => {}
         }
         // The client would otherwise wait on channels that can no longer answer.
         let _ = handle
@@ -73,19 +70,12 @@ impl KeptServer {
     }
 }
 
-/// Resolves once the machine's connection has closed.
-async fn closed(machine: &Session) {
-    while !machine.is_closed() {
-        tokio::time::sleep(WATCH_EVERY).await;
-    }
-}
-
 /// Relay until done, or until the machine's connection closes: a relay waiting for the machine
 /// to take more data would otherwise wait forever, and with it the client's whole session.
 async fn while_connected(machine: &Session, relaying: impl Future<Output = ()>) {
     tokio::select! {
         () = relaying => {}
-        () = closed(machine) => {}
+        () = machine.closed() => {}
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use russh::cipher;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 pub use exec::{ExitCode, RemoteCommand};
@@ -69,6 +69,8 @@ pub struct Session {
     /// The remote agent's socket, once a sync has found one: helper jobs go through it.
     agent: Mutex<Option<String>>,
     forwards: Forwards,
+    /// Closed when the connection ends (see `Client::_alive`).
+    ended: watch::Receiver<()>,
 }
 
 /// Where connections to the machine's forwarded ports go: the listener of each port.
@@ -125,6 +127,9 @@ struct Client {
     trust: Trust,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
     forwards: Forwards,
+    /// Never sent on: russh drops the handler when the connection ends, and with it this
+    /// sender, which is what `Session::closed` waits for.
+    _alive: watch::Sender<()>,
 }
 
 impl client::Handler for Client {
@@ -225,10 +230,12 @@ impl Session {
         let started = std::time::Instant::now();
         let outcome = Arc::new(Mutex::new(None));
         let forwards = Forwards::default();
+        let (alive, ended) = watch::channel(());
         let client = Client {
             trust,
             outcome: outcome.clone(),
             forwards: forwards.clone(),
+            _alive: alive,
         };
         let connect_error = |reason: String| Error::Connect {
             endpoint: endpoint.to_string(),
@@ -301,6 +308,7 @@ impl Session {
             endpoint: endpoint.clone(),
             agent: Mutex::new(None),
             forwards,
+            ended,
         })
     }
 
@@ -356,6 +364,12 @@ impl Session {
     /// Whether the connection is gone (keepalives unanswered, the server went away).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    /// Resolves when the connection has ended, for whatever reason.
+    pub async fn closed(&self) {
+        let mut ended = self.ended.clone();
+        while ended.changed().await.is_ok() {}
     }
 
     /// A byte stream to `host:port` as seen from the machine (OpenSSH's direct-tcpip).
