@@ -342,7 +342,6 @@ async fn serve(
     for pool in functions.by_name.values() {
         pool.shutdown().await;
     }
-    launcher.remove_leftovers().await;
     Ok(0)
 }
 

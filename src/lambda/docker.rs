@@ -3,12 +3,14 @@
 //! `AWS_LAMBDA_RUNTIME_API` pointing at the sandbox's Runtime API, which listens here and is
 //! reached from the machine through an SSH remote forward bound to its loopback.
 
+use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use russh::ChannelMsg;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Launch, Launched, Launcher, RuntimeListener};
 use crate::error::{Error, Result};
@@ -22,6 +24,24 @@ pub struct DockerLauncher {
     platform: String,
     /// Container names start with it: `n10n-invoke-<pid>-`.
     prefix: String,
+    /// Each launch's `docker run`, by container name: true once it has exited.
+    gone: Mutex<HashMap<String, watch::Receiver<bool>>>,
+}
+
+/// How long `stop` keeps removing a container whose `docker run` has not exited.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The end of a launch: the pool hears how it ended, `stop` that its `docker run` exited.
+struct Finish {
+    ended: oneshot::Sender<String>,
+    gone: watch::Sender<bool>,
+}
+
+impl Finish {
+    fn send(self, how: String) {
+        self.gone.send_replace(true);
+        let _ = self.ended.send(how);
+    }
 }
 
 impl DockerLauncher {
@@ -31,17 +51,8 @@ impl DockerLauncher {
             image,
             platform,
             prefix: format!("n10n-invoke-{}-", std::process::id()),
+            gone: Mutex::default(),
         }
-    }
-
-    /// Remove every container this launcher named, whatever its sandbox knew of it: one whose
-    /// `docker run` was still starting when the sandboxes were stopped is caught here.
-    pub async fn remove_leftovers(&self) {
-        let line = format!(
-            "docker ps -aq --filter name=^{} | xargs -r docker rm -f >/dev/null 2>&1",
-            quote::quote(self.prefix.as_bytes())
-        );
-        self.shell(&line).await;
     }
 
     /// The `docker run` command line of a sandbox; its output all on stdout.
@@ -109,10 +120,17 @@ impl Launcher for DockerLauncher {
         let line = self.run_line(&name, &launch);
         let (lines, receiver) = mpsc::unbounded_channel();
         let (ended, ended_receiver) = oneshot::channel();
+        let (gone, gone_receiver) = watch::channel(false);
+        let finish = Finish { ended, gone };
+        {
+            let mut launches = self.gone.lock().expect("not poisoned");
+            launches.retain(|_, gone| !*gone.borrow());
+            launches.insert(name.clone(), gone_receiver);
+        }
         match &self.session {
             Some(session) => {
                 let channel = session.open_exec(&line).await?;
-                tokio::spawn(follow_channel(channel, lines, ended));
+                tokio::spawn(follow_channel(channel, lines, finish));
             }
             None => {
                 let mut child = tokio::process::Command::new("sh")
@@ -136,7 +154,7 @@ impl Launcher for DockerLauncher {
                         Ok(None) => "killed by a signal".to_string(),
                         Err(e) => e.to_string(),
                     };
-                    let _ = ended.send(how);
+                    finish.send(how);
                 });
             }
         }
@@ -147,12 +165,27 @@ impl Launcher for DockerLauncher {
         })
     }
 
+    /// Remove the container, and again until its `docker run` has exited: an `rm` that comes
+    /// while `docker run` is still creating the container finds nothing, and the container
+    /// would outlive n10n-dev.
     async fn stop(&self, name: &str) {
         let line = format!(
             "docker rm -f {} >/dev/null 2>&1",
             quote::quote(name.as_bytes())
         );
-        self.shell(&line).await;
+        let gone = self.gone.lock().expect("not poisoned").remove(name);
+        let Some(mut gone) = gone else {
+            self.shell(&line).await;
+            return;
+        };
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            self.shell(&line).await;
+            let exited = tokio::time::timeout(Duration::from_secs(1), gone.wait_for(|g| *g));
+            if exited.await.is_ok() || Instant::now() >= deadline {
+                return;
+            }
+        }
     }
 
     async fn max_memory_mb(&self, name: &str) -> Option<u64> {
@@ -173,7 +206,7 @@ impl Launcher for DockerLauncher {
 async fn follow_channel(
     mut channel: russh::Channel<russh::client::Msg>,
     lines: mpsc::UnboundedSender<String>,
-    ended: oneshot::Sender<String>,
+    finish: Finish,
 ) {
     let mut pending = Vec::new();
     let mut how = "the connection closed".to_string();
@@ -196,7 +229,7 @@ async fn follow_channel(
     if !pending.is_empty() {
         let _ = lines.send(String::from_utf8_lossy(&pending).trim_end().to_string());
     }
-    let _ = ended.send(how);
+    finish.send(how);
 }
 
 async fn follow_lines(

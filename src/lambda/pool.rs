@@ -139,6 +139,10 @@ impl<L: Launcher> Pool<L> {
             })
             .await?;
         sandbox.launched(launched.name.clone());
+        if self.closing.load(Ordering::SeqCst) {
+            // Shut down while this launch was starting: `shutdown` did not see its name.
+            sandbox.stop().await;
+        }
         let watchdog = {
             let (sandbox, limit) = (sandbox.clone(), init_limit(&self.function));
             tokio::spawn(async move {

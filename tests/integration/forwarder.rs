@@ -352,7 +352,7 @@ fn the_forwarder_reconnects_after_sshd_restarts_and_stale_sockets_are_replaced()
             text.contains("\"connected\": false").then_some(())
         },
     );
-    let sshd = Sshd::start_in(dir, port, "ed25519");
+    let mut sshd = Sshd::start_in(dir, port, "ed25519");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut out = f.docker().args(["ps", "-q"]).output().unwrap();
     while !out.status.success() && std::time::Instant::now() < deadline {
@@ -362,9 +362,10 @@ fn the_forwarder_reconnects_after_sshd_restarts_and_stale_sockets_are_replaced()
     let log = std::fs::read_to_string(f.project.home.path().join("vms/test-vm/forwarder.log"));
     assert!(
         out.status.success(),
-        "docker ps did not answer within 10 s of sshd's restart: {}\nthe forwarder's log:\n{}",
+        "docker ps did not answer within 10 s of sshd's restart: {}\nthe forwarder's log:\n{}\n{}",
         stderr(&out),
-        log.unwrap_or_default()
+        log.unwrap_or_default(),
+        sshd.report()
     );
     assert_eq!(f.forwarder_pid(), pid, "the same forwarder reconnected");
     let status: serde_json::Value =

@@ -143,6 +143,12 @@ impl Sshd {
         self.child.id()
     }
 
+    /// What the server said, and whether it still runs: for a test's failure message.
+    pub fn report(&mut self) -> String {
+        let log = std::fs::read_to_string(self.path().join("sshd.log")).unwrap_or_default();
+        format!("sshd {:?}, its log:\n{log}", self.child.try_wait())
+    }
+
     /// Every process this server started (its per-connection sshd processes and their sessions).
     pub fn descendants(&self) -> Vec<u32> {
         let mut found = Vec::new();
