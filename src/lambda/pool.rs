@@ -82,9 +82,6 @@ impl<L: Launcher> Pool<L> {
 
     /// Start a sandbox when invocations wait that no free or starting sandbox will take.
     fn scale(self: &Arc<Self>) {
-        if self.closing.load(Ordering::SeqCst) {
-            return;
-        }
         let (live, starting) = {
             let sandboxes = self.sandboxes.lock().expect("not poisoned");
             let starting = sandboxes.iter().filter(|s| s.is_initialising()).count();
@@ -105,10 +102,14 @@ impl<L: Launcher> Pool<L> {
             self.launcher.clone(),
             self.log_prefix.clone(),
         ));
-        self.sandboxes
-            .lock()
-            .expect("not poisoned")
-            .push(sandbox.clone());
+        {
+            // Under the lock `shutdown` takes: a sandbox is either seen by it or never made.
+            let mut sandboxes = self.sandboxes.lock().expect("not poisoned");
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            sandboxes.push(sandbox.clone());
+        }
         let pool = self.clone();
         tokio::spawn(async move {
             let how = match pool.launch(&sandbox).await {
@@ -139,10 +140,6 @@ impl<L: Launcher> Pool<L> {
             })
             .await?;
         sandbox.launched(launched.name.clone());
-        if self.closing.load(Ordering::SeqCst) {
-            // Shut down while this launch was starting: `shutdown` did not see its name.
-            sandbox.stop().await;
-        }
         let watchdog = {
             let (sandbox, limit) = (sandbox.clone(), init_limit(&self.function));
             tokio::spawn(async move {
@@ -200,8 +197,11 @@ impl<L: Launcher> Pool<L> {
 
     /// Stop every sandbox; invocations still queued are answered with an error.
     pub async fn shutdown(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        let sandboxes: Vec<_> = self.sandboxes.lock().expect("not poisoned").clone();
+        let sandboxes: Vec<_> = {
+            let sandboxes = self.sandboxes.lock().expect("not poisoned");
+            self.closing.store(true, Ordering::SeqCst);
+            sandboxes.clone()
+        };
         for sandbox in sandboxes {
             sandbox.stop().await;
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{Answer, Ending, Function, Launcher, Report, Request};
@@ -112,7 +112,12 @@ pub(crate) struct Sandbox<L: Launcher> {
     state: Mutex<State>,
     /// The Runtime API's accept loop, ended with the sandbox.
     pub server: Mutex<Option<JoinHandle<()>>>,
+    /// True once the launch has started the runtime (it has a name to stop) or failed.
+    settled: watch::Sender<bool>,
 }
+
+/// How long `stop` waits for a launch that is still starting.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct State {
@@ -157,6 +162,7 @@ impl<L: Launcher> Sandbox<L> {
             log_prefix,
             state: Mutex::default(),
             server: Mutex::default(),
+            settled: watch::Sender::new(false),
         }
     }
 
@@ -166,6 +172,7 @@ impl<L: Launcher> Sandbox<L> {
 
     pub fn launched(&self, name: String) {
         self.state().name = Some(name);
+        self.settled.send_replace(true);
     }
 
     pub fn has_ended(&self) -> bool {
@@ -300,7 +307,11 @@ impl<L: Launcher> Sandbox<L> {
         self.stop().await;
     }
 
+    /// Stop the runtime; one still being launched is waited for first, or it would outlive
+    /// the stop (and, at Ctrl-C, n10n-dev).
     pub async fn stop(&self) {
+        let mut settled = self.settled.subscribe();
+        let _ = tokio::time::timeout(SETTLE_DEADLINE, settled.wait_for(|s| *s)).await;
         let name = self.state().name.clone();
         if let Some(name) = name {
             self.launcher.stop(&name).await;
@@ -310,6 +321,7 @@ impl<L: Launcher> Sandbox<L> {
     /// The runtime ended (`how`: "exit status 3"). Fails what it held; returns the answer owed
     /// to a queued invocation when it ended before it ever asked for work.
     pub async fn ended(self: &Arc<Self>, how: &str) -> Option<(Ending, Bytes)> {
+        self.settled.send_replace(true);
         let (current, owed) = {
             let mut state = self.state();
             state.ended = true;

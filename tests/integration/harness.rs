@@ -253,9 +253,16 @@ impl Project {
     }
 
     pub fn write_config(&self, port: u16, user: &str, identity: &Path, extra: &str) {
+        // The loopback sshd's "machine" is this host: a forwarder following its ports would
+        // bind ports other tests' servers just freed (an sshd being restarted found its port
+        // taken). Dynamic ports are tested on the real VM.
+        let no_auto_ports = match extra.contains("[forward]") {
+            true => "",
+            false => "\n[forward]\nauto = false\n",
+        };
         let config = format!(
             "[vm]\nbackend = \"ssh\"\nname = \"test-vm\"\n\n[ssh]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
-             identity = \"{}\"\n\n[sync]\ndest = \"{}\"\n{extra}",
+             identity = \"{}\"\n\n[sync]\ndest = \"{}\"\n{extra}{no_auto_ports}",
             identity.display(),
             self.replica().display()
         );

@@ -19,12 +19,17 @@ impl FunctionImage {
         require_docker();
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(lambda_fn(), dir.path().join("fn")).unwrap();
+        let reference = format!("n10n-test-{}-{name}:fn", std::process::id());
+        // A label of its own gives each test's image its own id: `containers` filters by
+        // ancestor, which matches by id, and the tests run side by side.
         std::fs::write(
             dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\nCMD [\"echo\"]\n",
+            format!(
+                "FROM scratch\nCOPY fn /fn\nLABEL n10n.test={reference}\nENTRYPOINT [\"/fn\"]\n\
+                 CMD [\"echo\"]\n"
+            ),
         )
         .unwrap();
-        let reference = format!("n10n-test-{}-{name}:fn", std::process::id());
         run_ok(
             "docker",
             &[
@@ -38,11 +43,18 @@ impl FunctionImage {
         FunctionImage(reference)
     }
 
-    /// Containers of this image, running or not.
+    /// Containers of this image, running or not: name, status and when made.
     fn containers(&self) -> String {
         let out = run_ok(
             "docker",
-            &["ps", "-aq", "--filter", &format!("ancestor={}", self.0)],
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("ancestor={}", self.0),
+                "--format",
+                "{{.Names}} {{.Status}} {{.CreatedAt}}",
+            ],
         );
         stdout(&out).trim().to_string()
     }
