@@ -1,6 +1,6 @@
 //! The machine's TCP ports on this machine: static forwards from `[forward] ports`, and, with
 //! `[forward] auto`, every port the machine listens on, found by reading its
-//! `/proc/net/tcp{,6}` every 2 s over the kept connection. Each is bound on this machine's
+//! `/proc/net/tcp{,6}` every 2 s (one remote loop over the forwarder's connection). Each is bound on this machine's
 //! loopback (127.0.0.1 and ::1; every interface only with `[forward] public = true`) and
 //! relayed through direct-tcpip channels. Ports below 1024, port 22 and ports taken here are
 //! skipped and reported. UDP is not forwarded.
@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -19,6 +20,10 @@ use crate::config::ForwardConfig;
 use crate::ssh::relay::relay;
 
 const POLL_EVERY: Duration = Duration::from_secs(2);
+/// The machine's listening sockets every 2 s, each snapshot ended by `SNAPSHOT_END`.
+const SNAPSHOTS: &str =
+    "while :; do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo n10n-end; sleep 2; done";
+const SNAPSHOT_END: &str = "n10n-end";
 const LISTEN_STATE: &str = "0A";
 
 /// A listening socket in the machine: the address it is bound to, and its port.
@@ -67,49 +72,87 @@ pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
             }),
         }
     }
-    let static_ports: BTreeSet<u16> = config.ports.iter().map(|f| f.host_port).collect();
     publish(link, &statics, &BTreeMap::new(), &skipped);
     if !config.auto {
         return std::future::pending().await;
     }
-    let mut auto: BTreeMap<u16, Served> = BTreeMap::new();
-    let mut auto_skipped: BTreeMap<u16, String> = BTreeMap::new();
+    let mut auto = Auto {
+        statics,
+        skipped,
+        static_ports: config.ports.iter().map(|f| f.host_port).collect(),
+        public: config.public,
+        served: BTreeMap::new(),
+        not_served: BTreeMap::new(),
+    };
     loop {
-        if let Some(listening) = listening_ports(link).await {
-            let ports: BTreeMap<u16, Listening> =
-                listening.into_iter().map(|l| (l.port, l)).collect();
-            auto.retain(|port, _| ports.contains_key(port));
-            auto_skipped.retain(|port, _| ports.contains_key(port));
-            for (port, listening) in &ports {
-                if auto.contains_key(port)
-                    || auto_skipped.contains_key(port)
-                    || static_ports.contains(port)
-                {
-                    continue;
+        // One remote loop prints a snapshot every 2 s for as long as the connection lasts: a
+        // new exec session per poll would start the user's shell in the machine every time.
+        let Some(session) = link.session().await else {
+            continue;
+        };
+        let Ok(channel) = session.open_exec(SNAPSHOTS).await else {
+            tokio::time::sleep(POLL_EVERY).await;
+            continue;
+        };
+        let mut lines = BufReader::new(channel.into_stream()).lines();
+        let mut snapshot = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line != SNAPSHOT_END {
+                snapshot.push_str(&line);
+                snapshot.push('\n');
+                continue;
+            }
+            auto.follow(link, parse_proc_net_tcp(&snapshot)).await;
+            snapshot.clear();
+        }
+    }
+}
+
+/// The ports found in the machine, and what became of each.
+struct Auto {
+    statics: Vec<Served>,
+    skipped: Vec<Skipped>,
+    static_ports: BTreeSet<u16>,
+    public: bool,
+    served: BTreeMap<u16, Served>,
+    not_served: BTreeMap<u16, String>,
+}
+
+impl Auto {
+    /// Serve the ports newly listening in the machine, stop serving those gone, and publish.
+    async fn follow(&mut self, link: &Arc<Link>, listening: Vec<Listening>) {
+        let ports: BTreeMap<u16, Listening> = listening.into_iter().map(|l| (l.port, l)).collect();
+        self.served.retain(|port, _| ports.contains_key(port));
+        self.not_served.retain(|port, _| ports.contains_key(port));
+        for (port, listening) in &ports {
+            if self.served.contains_key(port)
+                || self.not_served.contains_key(port)
+                || self.static_ports.contains(port)
+            {
+                continue;
+            }
+            if let Some(why) = not_forwarded(*port) {
+                self.not_served.insert(*port, why.to_string());
+                continue;
+            }
+            let guest = guest_address(listening.ip);
+            let hosts = host_addresses(self.public);
+            match serve(link, &hosts, *port, &guest, *port, "auto").await {
+                Some(served) => {
+                    self.served.insert(*port, served);
                 }
-                if let Some(why) = not_forwarded(*port) {
-                    auto_skipped.insert(*port, why.to_string());
-                    continue;
-                }
-                let guest = guest_address(listening.ip);
-                let hosts = host_addresses(config.public);
-                match serve(link, &hosts, *port, &guest, *port, "auto").await {
-                    Some(served) => {
-                        auto.insert(*port, served);
-                    }
-                    None => {
-                        auto_skipped.insert(*port, "the same port is taken here".into());
-                    }
+                None => {
+                    self.not_served
+                        .insert(*port, "the same port is taken here".into());
                 }
             }
-            let mut all_skipped = skipped.clone();
-            all_skipped.extend(auto_skipped.iter().map(|(port, why)| Skipped {
-                port: *port,
-                why: why.clone(),
-            }));
-            publish(link, &statics, &auto, &all_skipped);
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        let mut skipped = self.skipped.clone();
+        skipped.extend(self.not_served.iter().map(|(port, why)| Skipped {
+            port: *port,
+            why: why.clone(),
+        }));
+        publish(link, &self.statics, &self.served, &skipped);
     }
 }
 
@@ -198,16 +241,6 @@ async fn serve(
         }));
     }
     (!tasks.is_empty()).then_some(Served { tasks, entries })
-}
-
-/// The machine's listening TCP sockets, or `None` when they could not be read now.
-async fn listening_ports(link: &Link) -> Option<Vec<Listening>> {
-    let session = link.session().await?;
-    let out = session
-        .capture(None, "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null")
-        .await
-        .ok()?;
-    Some(parse_proc_net_tcp(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The listening sockets in `/proc/net/tcp` and `/proc/net/tcp6` text.
