@@ -62,7 +62,7 @@ impl Paths {
 }
 
 /// What the forwarder reports about itself (`forwarder.json`), for `status` and `ports`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub pid: u32,
     pub connected: bool,

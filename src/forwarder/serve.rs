@@ -67,9 +67,15 @@ impl Link {
         self.broken.notify_one();
     }
 
+    /// Change the status, and write `forwarder.json` when that changed anything (the ports
+    /// are published every 2 s, mostly unchanged).
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = self.status.lock().expect("not poisoned");
+        let before = status.clone();
         change(&mut status);
+        if *status == before && self.paths.status.exists() {
+            return;
+        }
         let text = serde_json::to_vec_pretty(&*status).unwrap_or_default();
         if let Err(e) = crate::state::write_atomically(&self.paths.status, &text) {
             eprintln!("forwarder: {e}");
