@@ -102,33 +102,22 @@ fn missing_backend_tools_say_what_to_install() {
     let dir = project_with("[vm]\nbackend = \"vagrant\"\n");
     let bare_path = [("PATH", "/usr/bin:/bin")];
     let out = n10n_with(dir.path(), home.path(), &["sync"], &bare_path);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("vagrant is not on PATH: install Vagrant and VirtualBox"),
-        "{}",
-        stderr(&out)
+    assert_exit_saying(
+        &out,
+        2,
+        "vagrant is not on PATH: install Vagrant and VirtualBox",
     );
     // Lima asked for but not installed: say how to get it.
     let lima = [("PATH", "/usr/bin:/bin"), ("N10N_DEV_BACKEND", "lima")];
     let out = n10n_with(dir.path(), home.path(), &["sync"], &lima);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("brew install lima"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 2, "brew install lima");
     let out = n10n_with(
         dir.path(),
         home.path(),
         &["sync"],
         &[("N10N_DEV_BACKEND", "podman")],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("N10N_DEV_BACKEND: unknown backend `podman`"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 2, "N10N_DEV_BACKEND: unknown backend `podman`");
 }
 
 #[test]

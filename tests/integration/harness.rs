@@ -339,6 +339,16 @@ pub fn direct_only() -> bool {
     kept_mode()
 }
 
+/// `out` ended with exit code `code` and said `needle` on stderr.
+pub fn assert_exit_saying(out: &Output, code: i32, needle: &str) {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    assert!(
+        said.contains(needle),
+        "expected {needle:?} on stderr: {said}"
+    );
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -209,12 +209,7 @@ fn nothing_to_build_is_a_usage_error() {
     )
     .unwrap();
     let out = native(dir.path(), &["build-image"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("neither a Dockerfile"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 2, "neither a Dockerfile");
 }
 
 #[test]
@@ -247,12 +242,7 @@ fn ctrl_c_stops_a_build_running_through_the_agent() {
     );
     run_ok("kill", &["-INT", &second.id().to_string()]);
     let out = second.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("running through the agent"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 1, "running through the agent");
     assert!(
         stderr(&out).contains("the build failed (exit 130)"),
         "{}",

@@ -144,20 +144,10 @@ fn invoke_runs_the_image_once_and_says_how_it_ended() {
         dir.path(),
         &["invoke", &image.0, "--handler", "sleep", "--timeout", "1"],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("Task timed out after 1.00 seconds"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 1, "Task timed out after 1.00 seconds");
 
     let out = native(dir.path(), &["invoke", &image.0, "--handler", "init-panic"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("init failed on purpose"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 1, "init failed on purpose");
     assert!(
         stderr(&out).contains("the function did not start"),
         "{}",
@@ -175,12 +165,7 @@ fn invoke_runs_the_image_once_and_says_how_it_ended() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
     let out = native(dir.path(), &["invoke", "n10n-absent:1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("there is no image n10n-absent:1"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 1, "there is no image n10n-absent:1");
     assert_eq!(image.containers(), "", "containers were left behind");
 }
 

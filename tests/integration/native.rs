@@ -84,12 +84,7 @@ fn auto_picks_native_on_linux_when_docker_answers_and_not_otherwise() {
 fn native_up_without_a_docker_engine_says_how_to_start_it() {
     let dir = project("[vm]\nbackend = \"native\"\n");
     let out = output(dir.path(), false, &["up"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("systemctl start docker"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 1, "systemctl start docker");
 }
 
 #[test]

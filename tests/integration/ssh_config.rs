@@ -37,10 +37,5 @@ fn openssh_accepts_the_block_and_the_pinned_key() {
     std::fs::remove_file(dir.path().join("host_key")).unwrap();
     let _impostor = Sshd::start_in(dir, port, "ed25519");
     let out = openssh(&config, &["true"]);
-    assert_eq!(out.status.code(), Some(255));
-    assert!(
-        stderr(&out).contains("HOST IDENTIFICATION HAS CHANGED"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit_saying(&out, 255, "HOST IDENTIFICATION HAS CHANGED");
 }
