@@ -139,6 +139,11 @@ pub struct SyncArgs {
     /// List what would be sent and deleted, change nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Make the dest the replica even though it holds files n10n-dev did not put there:
+    /// lists what is not part of the project, then deletes it
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args)]

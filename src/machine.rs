@@ -120,6 +120,7 @@ impl Context {
     async fn finish_sync(&self, pending: sync::Pending, session: &Session) -> Result<()> {
         let options = sync::Options {
             dry_run: false,
+            adopt: false,
             progress: !self.quiet,
         };
         let summary = pending.finish(session, &options).await?;

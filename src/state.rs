@@ -32,8 +32,42 @@ impl StateDir {
     pub fn vm_dir(&self, vm_name: &str) -> Result<PathBuf> {
         let dir = self.root.join("vms").join(vm_name);
         create_private_dir(&dir)?;
+        check_private(&self.root)?;
+        check_private(&dir)?;
         Ok(dir)
     }
+}
+
+/// Refuse a state directory that someone else owns or could write to: it holds pinned host
+/// keys, the engine's socket and the kept connection's socket, which must be the user's alone.
+/// One of the user's own that others can only read (made with a plain `mkdir`) is closed to
+/// them instead: nobody else can have put anything in it.
+fn check_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(dir).context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    let problem = if !meta.is_dir() {
+        "is not a directory".to_string()
+    } else if meta.uid() != uid {
+        format!("belongs to uid {}, not to you (uid {uid})", meta.uid())
+    } else if mode & 0o022 != 0 {
+        format!("can be written by other users (mode {mode:o})")
+    } else {
+        if mode & 0o077 != 0 {
+            tracing::debug!("closing {} to other users (mode {mode:o})", dir.display());
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .context(|| format!("cannot chmod 700 {}", dir.display()))?;
+        }
+        return Ok(());
+    };
+    Err(Error::Other(format!(
+        "n10n-dev's state directory {} {problem}; it holds host keys and sockets that must be \
+         yours alone: point N10N_DEV_HOME at a directory of your own, or fix it (`chmod 700`, \
+         `chown`) if it is yours",
+        dir.display()
+    )))
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<()> {

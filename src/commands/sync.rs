@@ -1,4 +1,4 @@
-//! `sync [--dry-run]`
+//! `sync [--dry-run] [--adopt]`
 
 use super::Context;
 use crate::cli::SyncArgs;
@@ -17,6 +17,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
     let session = ctx.connect(backend.as_ref()).await?;
     let options = Options {
         dry_run: args.dry_run,
+        adopt: args.adopt,
         progress: !ctx.quiet,
     };
     let summary = pending.finish(&session, &options).await?;

@@ -103,7 +103,9 @@ impl Status {
     }
 }
 
-/// The forwarder's process, when one runs.
+/// The forwarder's process, when one runs. A forwarder holds its lock for as long as it runs:
+/// when the lock is free, the pidfile is stale (the pid may belong to any process by now), and
+/// it is removed so that nothing ever signals that pid.
 pub fn running_pid(paths: &Paths) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(&paths.pidfile)
         .ok()?
@@ -112,6 +114,11 @@ pub fn running_pid(paths: &Paths) -> Option<u32> {
         .ok()?;
     // SAFETY: signal 0 checks that the process exists; nothing is sent.
     let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    if alive && matches!(crate::state::Lock::try_acquire(&paths.lock), Ok(Some(_))) {
+        tracing::debug!("stale forwarder pidfile (pid {pid}, lock free): removed");
+        let _ = std::fs::remove_file(&paths.pidfile);
+        return None;
+    }
     alive.then_some(pid)
 }
 

@@ -83,11 +83,24 @@ impl Link {
     }
 }
 
+/// The forwarder's lock, unless another forwarder holds it. Someone checking for a stale pidfile
+/// holds it for an instant (see `running_pid`), so a held lock is tried for a moment longer.
+fn take_lock(path: &std::path::Path) -> Result<Option<crate::state::Lock>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match crate::state::Lock::try_acquire(path)? {
+            Some(lock) => return Ok(Some(lock)),
+            None if std::time::Instant::now() >= deadline => return Ok(None),
+            None => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 pub async fn run(ctx: &Context) -> Result<()> {
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
     let paths = Paths::in_dir(&vm_dir);
     paths.check_length()?;
-    let Some(_lock) = crate::state::Lock::try_acquire(&paths.lock)? else {
+    let Some(_lock) = take_lock(&paths.lock)? else {
         eprintln!(
             "forwarder: another forwarder serves {}",
             paths.socket.display()

@@ -246,24 +246,16 @@ impl Session {
         via_agent: bool,
     ) -> Result<(Events, ChannelWriteHalf<Msg>)> {
         let known = self.agent.lock().expect("not poisoned").clone();
-        if let (true, Some(socket)) = (via_agent, known) {
-            match self
-                .handle
-                .channel_open_direct_streamlocal(socket.as_str())
+        if let (true, Some(agent)) = (via_agent, known)
+            && let Some((reader, writer)) = self.open_agent(&agent).await
+        {
+            tracing::debug!("running through the agent at {}", agent.socket);
+            let header = format!("s{}\n{script}", script.len());
+            writer
+                .data(header.as_bytes())
                 .await
-            {
-                Ok(channel) => {
-                    tracing::debug!("running through the agent at {socket}");
-                    let (reader, writer) = channel.split();
-                    let header = format!("s{}\n{script}", script.len());
-                    writer
-                        .data(header.as_bytes())
-                        .await
-                        .map_err(|e| self.lost(super::describe(&e)))?;
-                    return Ok((Events::new(reader, true), writer));
-                }
-                Err(e) => tracing::debug!("no agent at {socket} ({e}); using an exec session"),
-            }
+                .map_err(|e| self.lost(super::describe(&e)))?;
+            return Ok((Events::new(reader, true), writer));
         }
         let channel = self.open_exec(script).await?;
         let (reader, writer) = channel.split();
@@ -290,11 +282,16 @@ enum Output {
     Exit(ExitCode),
 }
 
+/// The agent reads at most 64 KiB at a time, so no frame of its is longer.
+const MAX_FRAME: usize = 64 * 1024;
+
 /// A command's output from its channel: an exec session's own messages, or the agent's frames
 /// (`o`/`e` + 4-byte big-endian length + bytes, then `x` + 4-byte exit status).
 struct Events {
     reader: ChannelReadHalf,
     framed: bool,
+    /// A malformed frame arrived: nothing more is read.
+    broken: bool,
     buffer: Vec<u8>,
     ready: VecDeque<Output>,
 }
@@ -304,6 +301,7 @@ impl Events {
         Events {
             reader,
             framed,
+            broken: false,
             buffer: Vec::new(),
             ready: VecDeque::new(),
         }
@@ -314,6 +312,9 @@ impl Events {
         loop {
             if let Some(output) = self.ready.pop_front() {
                 return Some(output);
+            }
+            if self.broken {
+                return None;
             }
             match (self.framed, self.reader.wait().await?) {
                 (true, ChannelMsg::Data { data }) => {
@@ -335,6 +336,8 @@ impl Events {
         }
     }
 
+    /// Complete frames out of the buffer. A frame the agent could not have sent (an unknown tag,
+    /// a length over its 64 KiB reads) ends the stream as a lost connection would.
     fn split_frames(&mut self) {
         while self.buffer.len() >= 5 {
             let value = u32::from_be_bytes(self.buffer[1..5].try_into().expect("4 bytes"));
@@ -343,6 +346,12 @@ impl Events {
                 self.ready.push_back(Output::Exit(value as i32));
                 self.buffer.drain(..5);
                 continue;
+            }
+            if !matches!(tag, b'o' | b'e') || value as usize > MAX_FRAME {
+                tracing::warn!("the agent sent a malformed frame: ending the command's stream");
+                self.broken = true;
+                self.buffer.clear();
+                return;
             }
             let end = 5 + value as usize;
             if self.buffer.len() < end {

@@ -9,7 +9,7 @@ use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::task::JoinHandle;
 
-use super::{Captured, Session, describe, exec::signal_number};
+use super::{Agent, Captured, Session, describe, exec::signal_number};
 use crate::error::{Error, Result};
 
 pub struct Job {
@@ -20,24 +20,20 @@ pub struct Job {
 }
 
 impl Session {
-    /// Start `command`, through the agent at `agent_socket` (else the one this session knows)
-    /// when one answers there, else as an exec session.
-    pub async fn start_job(&self, agent_socket: Option<&str>, command: &str) -> Result<Job> {
+    /// Start `command`, through `agent` (else the one this session knows) when it answers and
+    /// proves itself, else as an exec session.
+    pub async fn start_job(&self, agent: Option<&Agent>, command: &str) -> Result<Job> {
         let known = self.agent.lock().expect("not poisoned").clone();
-        if let Some(socket) = agent_socket.or(known.as_deref()) {
-            match self.handle.channel_open_direct_streamlocal(socket).await {
-                Ok(channel) => {
-                    tracing::debug!("running a helper through the agent at {socket}");
-                    let (reader, writer) = channel.split();
-                    let header = format!("{}\n{command}", command.len());
-                    writer
-                        .data(header.as_bytes())
-                        .await
-                        .map_err(|e| self.lost(describe(&e)))?;
-                    return Ok(self.job(writer, tokio::spawn(collect_agent(reader))));
-                }
-                Err(e) => tracing::debug!("no agent at {socket} ({e}); using an exec session"),
-            }
+        if let Some(agent) = agent.or(known.as_ref())
+            && let Some((reader, writer)) = self.open_agent(agent).await
+        {
+            tracing::debug!("running a helper through the agent at {}", agent.socket);
+            let header = format!("{}\n{command}", command.len());
+            writer
+                .data(header.as_bytes())
+                .await
+                .map_err(|e| self.lost(describe(&e)))?;
+            return Ok(self.job(writer, tokio::spawn(collect_agent(reader))));
         }
         let channel = self.open_exec(command).await?;
         let (reader, writer) = channel.split();
@@ -53,8 +49,8 @@ impl Session {
     }
 
     /// Run a helper command with empty stdin and collect its output.
-    pub async fn capture(&self, agent_socket: Option<&str>, command: &str) -> Result<Captured> {
-        self.start_job(agent_socket, command).await?.finish().await
+    pub async fn capture(&self, agent: Option<&Agent>, command: &str) -> Result<Captured> {
+        self.start_job(agent, command).await?.finish().await
     }
 }
 
@@ -124,32 +120,65 @@ async fn collect_exec(mut reader: ChannelReadHalf) -> Option<Captured> {
 
 /// The reply ends the job as soon as it is complete: waiting for the channel's EOF and close
 /// as well would cost up to a delayed-ACK round (40 ms) behind sshd's Nagle-batched writes.
+/// A helper's whole reply (a listing of a large replica included) stays under this.
+const MAX_REPLY: usize = 1 << 30;
+/// `n10n-agent <status> <stdout length> <stderr length>` is never longer.
+const MAX_HEADER: usize = 64;
+
 async fn collect_agent(mut reader: ChannelReadHalf) -> Option<Captured> {
     let mut reply = Vec::new();
     while let Some(msg) = reader.wait().await {
         if let ChannelMsg::Data { data } = msg {
             reply.extend_from_slice(&data);
-            if let Some(captured) = parse_agent_reply(&reply) {
-                return Some(captured);
+            match parse_agent_reply(&reply) {
+                Reply::Complete(captured) => return Some(captured),
+                Reply::Partial => {}
+                Reply::Malformed => {
+                    tracing::warn!("the agent's reply is malformed: treating the job as cut off");
+                    return None;
+                }
             }
         }
     }
     None
 }
 
-fn parse_agent_reply(reply: &[u8]) -> Option<Captured> {
-    let end = reply.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&reply[..end]).ok()?;
-    let mut fields = header.strip_prefix("n10n-agent ")?.split(' ');
-    let status: i32 = fields.next()?.parse().ok()?;
-    let out_len: usize = fields.next()?.parse().ok()?;
-    let err_len: usize = fields.next()?.parse().ok()?;
+enum Reply {
+    Complete(Captured),
+    Partial,
+    /// Not what an agent sends, or larger than any reply may be.
+    Malformed,
+}
+
+fn parse_agent_reply(reply: &[u8]) -> Reply {
+    let Some(end) = reply.iter().position(|&b| b == b'\n') else {
+        return match reply.len() > MAX_HEADER {
+            true => Reply::Malformed,
+            false => Reply::Partial,
+        };
+    };
+    let header = || {
+        let header = std::str::from_utf8(&reply[..end]).ok()?;
+        let mut fields = header.strip_prefix("n10n-agent ")?.split(' ');
+        let status: i32 = fields.next()?.parse().ok()?;
+        let out_len: usize = fields.next()?.parse().ok()?;
+        let err_len: usize = fields.next()?.parse().ok()?;
+        let total = out_len.checked_add(err_len).filter(|&t| t <= MAX_REPLY)?;
+        fields.next().is_none().then_some((status, out_len, total))
+    };
+    let Some((status, out_len, total)) = header() else {
+        return Reply::Malformed;
+    };
     let body = &reply[end + 1..];
-    (body.len() == out_len + err_len).then(|| Captured {
-        status,
-        stdout: body[..out_len].to_vec(),
-        stderr: body[out_len..].to_vec(),
-    })
+    match body.len().cmp(&total) {
+        std::cmp::Ordering::Less => Reply::Partial,
+        std::cmp::Ordering::Greater => Reply::Malformed,
+        std::cmp::Ordering::Equal => Reply::Complete(Captured {
+            status,
+            stdout: body[..out_len].to_vec(),
+            stderr: body[out_len..].to_vec(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -158,15 +187,30 @@ mod tests {
 
     #[test]
     fn agent_replies_are_framed() {
-        let captured = parse_agent_reply(b"n10n-agent 3 2 4\nokoops").unwrap();
+        let Reply::Complete(captured) = parse_agent_reply(b"n10n-agent 3 2 4\nokoops") else {
+            panic!("complete")
+        };
         assert_eq!(
             (captured.status, &captured.stdout[..], &captured.stderr[..]),
             (3, &b"ok"[..], &b"oops"[..])
         );
-        assert!(
-            parse_agent_reply(b"n10n-agent 0 5 0\nabc").is_none(),
-            "truncated"
-        );
-        assert!(parse_agent_reply(b"hello\n").is_none());
+        assert!(matches!(
+            parse_agent_reply(b"n10n-agent 0 5 0\nabc"),
+            Reply::Partial
+        ));
+        assert!(matches!(parse_agent_reply(b"n10n-agent 0"), Reply::Partial));
+        for hostile in [
+            &b"hello\n"[..],
+            b"n10n-agent 0 18446744073709551615 1\n",
+            b"n10n-agent 0 2000000000 0\n",
+            b"n10n-agent 0 1 0\nab",
+            &[b'7'; 100][..],
+        ] {
+            assert!(
+                matches!(parse_agent_reply(hostile), Reply::Malformed),
+                "{}",
+                String::from_utf8_lossy(hostile)
+            );
+        }
     }
 }

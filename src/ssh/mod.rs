@@ -1,6 +1,7 @@
 //! The SSH transport: one russh connection per n10n-dev process, public-key auth (ed25519, RSA,
 //! ECDSA keys in OpenSSH format), keepalive, host key pinning, and channels for everything else.
 
+mod agent;
 mod exec;
 mod job;
 mod kept;
@@ -22,6 +23,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCerti
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
+pub use agent::Agent;
 pub use exec::{ExitCode, RemoteCommand};
 pub use job::Job;
 pub use kept::KeptServer;
@@ -66,8 +68,8 @@ impl fmt::Display for Endpoint {
 pub struct Session {
     handle: Handle<Client>,
     endpoint: Endpoint,
-    /// The remote agent's socket, once a sync has found one: helper jobs go through it.
-    agent: Mutex<Option<String>>,
+    /// The remote agent, once a sync has found one: helper jobs go through it.
+    agent: Mutex<Option<Agent>>,
     forwards: Forwards,
     /// Closed when the connection ends (see `Client::_alive`).
     ended: watch::Receiver<()>,
@@ -392,9 +394,9 @@ impl Session {
         Ok(channel.into_stream())
     }
 
-    /// Send later helper jobs through the agent at `socket`.
-    pub fn use_agent(&self, socket: Option<String>) {
-        *self.agent.lock().expect("not poisoned") = socket;
+    /// Send later helper jobs through `agent`.
+    pub fn use_agent(&self, agent: Option<Agent>) {
+        *self.agent.lock().expect("not poisoned") = agent;
     }
 
     async fn open_channel(&self) -> Result<russh::Channel<client::Msg>> {

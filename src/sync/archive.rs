@@ -90,7 +90,7 @@ pub fn write(
             }
             Kind::File { executable, .. } => {
                 let abs = rules.absolute(path);
-                let file = File::open(&abs).map_err(|e| annotate(e, &abs))?;
+                let file = open_as_scanned(&abs, entry.stamp.map(|s| s.inode))?;
                 // The size read now is what goes in the header; a file that shrinks while being
                 // read fails the sync rather than sending padded content.
                 let size = file.metadata()?.size();
@@ -118,6 +118,55 @@ pub fn write(
     builder.append_data(&mut header, OPS, ops)?;
     builder.into_inner()?.flush()?;
     Ok(digests)
+}
+
+/// A file of the project changed between the scan and the send: vanished, or replaced (by a
+/// symlink, say, during a `git checkout`). The sync scans again rather than send it.
+#[derive(Debug)]
+pub struct ChangedDuringSync;
+
+impl std::fmt::Display for ChangedDuringSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a file changed while it was being sent")
+    }
+}
+
+impl std::error::Error for ChangedDuringSync {}
+
+pub fn changed_during_sync(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ChangedDuringSync>())
+}
+
+/// Open the file the scan saw at `path`: never through a symlink in its place, and only when it
+/// is still the same regular file (its inode). A symlink in a parent's place leads to another
+/// inode, so nothing outside the project is read either.
+fn open_as_scanned(path: &Path, inode: Option<u64>) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let changed = || io::Error::other(ChangedDuringSync);
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(changed());
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed()),
+        Err(e) => return Err(annotate(e, path)),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || inode.is_some_and(|inode| inode != meta.ino()) {
+        return Err(changed());
+    }
+    Ok(file)
 }
 
 fn annotate(error: io::Error, path: &Path) -> io::Error {

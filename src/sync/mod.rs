@@ -30,7 +30,7 @@ use crate::config::Project;
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::progress::TransferBar;
-use crate::ssh::Session;
+use crate::ssh::{Agent, Session};
 use crate::state::{Lock, StateDir};
 use manifest::Baseline;
 use plan::{Plan, RemoteView};
@@ -39,6 +39,8 @@ use rules::Rules;
 
 pub struct Options {
     pub dry_run: bool,
+    /// Make a directory that holds files n10n-dev did not put there the replica.
+    pub adopt: bool,
     /// Show a progress bar for transfers longer than about a second (stderr TTY only).
     pub progress: bool,
 }
@@ -98,18 +100,69 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// Refuse replica locations whose deletes could hit a home or system directory.
-fn check_dest(dest: &str) -> Result<()> {
-    let trimmed = dest.trim_end_matches('/');
-    if matches!(trimmed, "" | "~" | "/" | "." | "/root" | "/home" | "/tmp")
-        || trimmed.contains("..")
-    {
-        return Err(Error::Usage(format!(
-            "[sync] dest = \"{dest}\" is not a place for a replica (files there can be deleted); \
-             choose a directory of its own, like \"~/n10n/<project>\""
-        )));
+/// Refuse replica locations whose deletes could hit a home or system directory, however the
+/// path is spelled (`~/.`, `/root/./`, `//etc`). The machine checks again where the path
+/// really leads (symlinks, its own home) before it writes anything.
+pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
+    // The machine resolves a path that does not start at the root from the home directory.
+    let (home_relative, rest) = match dest.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
+        _ => (!dest.starts_with('/'), dest),
+    };
+    let mut parts = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "[sync] dest = \"{dest}\" climbs with \"..\"; name the directory itself, like \"~/n10n/<project>\""
+                ));
+            }
+            part => parts.push(part),
+        }
     }
-    Ok(())
+    let system = |first: &str| {
+        matches!(
+            first,
+            "bin"
+                | "boot"
+                | "dev"
+                | "etc"
+                | "home"
+                | "lib"
+                | "lib64"
+                | "media"
+                | "mnt"
+                | "opt"
+                | "proc"
+                | "root"
+                | "run"
+                | "sbin"
+                | "srv"
+                | "sys"
+                | "tmp"
+                | "usr"
+                | "var"
+                | "Users"
+        )
+    };
+    let unsafe_place = match (home_relative, parts.as_slice()) {
+        (true, []) => Some("the home directory"),
+        (false, []) => Some("the root directory"),
+        (false, ["home" | "Users", _]) | (false, ["root"]) => Some("a home directory"),
+        (false, [first]) if system(first) => Some("a system directory"),
+        (false, ["usr" | "etc" | "proc" | "sys" | "dev" | "boot", ..]) => {
+            Some("a system directory")
+        }
+        _ => None,
+    };
+    match unsafe_place {
+        Some(what) => Err(format!(
+            "[sync] dest = \"{dest}\" is {what}: a sync deletes whatever in it is not part of the project; \
+             choose a directory of its own, like \"~/n10n/<project>\""
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A sync under way. It starts on the local side (lock, record, scan in a blocking thread) before
@@ -118,6 +171,7 @@ pub struct Pending {
     started: Instant,
     dest: String,
     root: PathBuf,
+    exclude: Vec<String>,
     record: PathBuf,
     _lock: Lock,
     baseline: Option<Baseline>,
@@ -141,7 +195,7 @@ pub fn last_sync(project: &Project, state: &StateDir) -> Result<Option<(SystemTi
 pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
     let started = Instant::now();
     let dest = project.config.sync.dest.clone();
-    check_dest(&dest)?;
+    check_dest(&dest).map_err(Error::Usage)?;
     let record = record_path(state, project)?;
     let lock = Lock::acquire(&record.with_extension("lock"))?;
     let baseline = Baseline::load(&record);
@@ -149,22 +203,14 @@ pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
     let exclude = project.config.sync.exclude.clone();
     let scanned_at_ns = now_ns();
     let scan = {
-        let root = root.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut rules = Rules::new(&root, &exclude)?;
-            let tree = tree::scan(&mut rules)?;
-            tracing::debug!(
-                "scanned {} entries in {:.0?}",
-                tree.len(),
-                started.elapsed()
-            );
-            Ok((rules, tree))
-        })
+        let (root, exclude) = (root.clone(), exclude.clone());
+        tokio::task::spawn_blocking(move || scan(&root, &exclude, started))
     };
     Ok(Pending {
         started,
         dest,
         root,
+        exclude,
         record,
         _lock: lock,
         baseline,
@@ -173,6 +219,20 @@ pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
     })
 }
 
+fn scan(root: &Path, exclude: &[String], started: Instant) -> Result<(Rules, tree::Tree)> {
+    let mut rules = Rules::new(root, exclude)?;
+    let tree = tree::scan(&mut rules)?;
+    tracing::debug!(
+        "scanned {} entries in {:.0?}",
+        tree.len(),
+        started.elapsed()
+    );
+    Ok((rules, tree))
+}
+
+/// How often a sync scans again when files change under it before it gives up.
+const SCANS: usize = 3;
+
 impl Pending {
     /// Compare with the remote, send what changed, and record the result.
     pub async fn finish(self, session: &Session, options: &Options) -> Result<Summary> {
@@ -180,34 +240,52 @@ impl Pending {
             started,
             dest,
             root,
+            exclude,
             record,
             _lock,
             baseline,
-            scanned_at_ns,
-            scan,
+            mut scanned_at_ns,
+            scan: scanning,
         } = self;
         let dest = dest.as_str();
         let expected_id = baseline.as_ref().map_or("none", |b| b.replica_id.as_str());
         let recorded_agent = baseline
             .as_ref()
-            .map(|b| b.agent_socket.clone())
-            .filter(|socket| !socket.is_empty());
+            .and_then(|b| Agent::parse(&b.agent_socket));
         let probe_command = remote::probe_command(dest, expected_id);
-        let probe = session.capture(recorded_agent.as_deref(), &probe_command);
+        let probe = session.capture(recorded_agent.as_ref(), &probe_command);
         let probe = async {
             let probed = probe.await;
             tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
             probed
         };
-        let (scanned, probed) = tokio::join!(scan, probe);
-        let (rules, local) = scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
+        let (scanned, probed) = tokio::join!(scanning, probe);
+        let (mut rules, mut local) =
+            scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
         let probed = probed?.success("the replica probe").map_err(perl_hint)?;
 
         let listed;
         let (probe_result, probed_agent) = remote::parse_probe(&probed)?;
         let agent = probed_agent.or(recorded_agent);
         session.use_agent(agent.clone());
+        let adopting = matches!(probe_result, ProbeResult::Foreign(..));
         let (view, new_id) = match (probe_result, &baseline) {
+            (ProbeResult::Unsafe(resolved), _) => {
+                return Err(Error::Usage(format!(
+                    "[sync] dest = \"{dest}\" leads to {resolved} on the machine: its home, a parent of \
+                     its home or a system directory, where a sync would delete whatever is not part of \
+                     the project; nothing was changed\nchoose a directory of its own, like \"~/n10n/<project>\""
+                )));
+            }
+            (ProbeResult::Foreign(count, _), _) if !options.adopt => {
+                return Err(Error::Usage(format!(
+                    "{dest} on the machine already holds {} that n10n-dev did not put there, \
+                     and a sync would delete what is not part of the project; nothing was changed\n\
+                     choose another [sync] dest, empty the directory, or run `n10n-dev sync --adopt` \
+                     to make it the replica (it lists what it deletes; `--adopt --dry-run` only lists)",
+                    plural(count, "entry", "entries")
+                )));
+            }
             (ProbeResult::Same, Some(b)) => (
                 RemoteView::Recorded {
                     tree: &b.tree,
@@ -220,56 +298,86 @@ impl Pending {
                     "the replica probe matched an id that was never recorded".into(),
                 ));
             }
-            (ProbeResult::Listed(tree), _) => {
+            (ProbeResult::Listed(tree) | ProbeResult::Foreign(_, tree), _) => {
                 listed = tree;
                 (RemoteView::Listed(&listed), Some(new_replica_id()))
             }
         };
-        let plan = plan::plan(&local, &view, &rules, &|path| {
-            digest::of_file(&rules.absolute(path))
-        });
-        let mut summary = Summary {
-            files: plan.files,
-            bytes: plan.bytes,
-            deleted: plan.deletes.len(),
-            checked: local.len(),
-            dry_run: options.dry_run,
-            ..Summary::default()
-        };
-        if options.dry_run {
-            print_plan(&plan)?;
-        } else if let Some(replica_id) = new_id
-            .clone()
-            .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()))
-        {
-            let (mut local, sent_digests, agent_socket) = transfer(
-                session,
-                agent.as_deref(),
-                dest,
-                new_id.as_deref().unwrap_or(""),
-                Upload {
+        for attempt in 1..=SCANS {
+            let plan = plan::plan(&local, &view, &rules, &|path| {
+                digest::of_file(&rules.absolute(path))
+            });
+            let mut summary = Summary {
+                files: plan.files,
+                bytes: plan.bytes,
+                deleted: plan.deletes.len(),
+                checked: local.len(),
+                dry_run: options.dry_run,
+                ..Summary::default()
+            };
+            if options.dry_run || adopting {
+                print_plan(&plan, options.dry_run)?;
+            }
+            let replica_id = new_id
+                .clone()
+                .or_else(|| (!plan.is_empty()).then(|| expected_id.to_string()));
+            if let (false, Some(replica_id)) = (options.dry_run, replica_id) {
+                let upload = Upload {
                     tree: local,
                     plan,
                     rules,
                     scanned_at_ns,
-                },
-                options,
-            )
-            .await?;
-            session.use_agent(Some(agent_socket.clone()));
-            record_digests(&mut local, sent_digests, &view, scanned_at_ns, &root);
-            Baseline {
-                replica_id,
-                agent_socket,
-                scanned_at_ns,
-                tree: local,
+                };
+                let to = Target {
+                    dest,
+                    agent: agent.as_ref(),
+                    new_id: new_id.as_deref().unwrap_or(""),
+                    adopt: adopting,
+                };
+                match transfer(session, to, upload, options).await? {
+                    Transferred::Applied {
+                        mut tree,
+                        digests,
+                        agent,
+                    } => {
+                        session.use_agent(agent.clone());
+                        record_digests(&mut tree, digests, &view, scanned_at_ns, &root);
+                        Baseline {
+                            replica_id,
+                            agent_socket: agent.map(|a| a.record()).unwrap_or_default(),
+                            scanned_at_ns,
+                            tree,
+                        }
+                        .save(&record)?;
+                    }
+                    Transferred::Changed if attempt < SCANS => {
+                        tracing::info!("a file changed while the sync sent it: scanning again");
+                        scanned_at_ns = now_ns();
+                        let (root, exclude) = (root.clone(), exclude.clone());
+                        (rules, local) =
+                            tokio::task::spawn_blocking(move || scan(&root, &exclude, started))
+                                .await
+                                .map_err(|e| Error::Other(format!("scan failed: {e}")))??;
+                        continue;
+                    }
+                    Transferred::Changed => {
+                        return Err(Error::Other(format!(
+                            "the project kept changing while it was being sent ({SCANS} scans); \
+                             nothing partial was put in place, run the sync again"
+                        )));
+                    }
+                }
             }
-            .save(&record)?;
+            summary.elapsed = started.elapsed();
+            tracing::debug!("sync done");
+            return Ok(summary);
         }
-        summary.elapsed = started.elapsed();
-        tracing::debug!("sync done");
-        Ok(summary)
+        unreachable!("the last attempt returns")
     }
+}
+
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// Give every racy file in the new record the digest of what the remote now holds: what was
@@ -315,16 +423,34 @@ struct Upload {
     scanned_at_ns: i64,
 }
 
-/// Stream the archive into the apply script and wait for its confirmation. Gives the snapshot
-/// back for recording.
+/// Where a transfer goes: the replica, the agent that may apply it, the id a new replica gets,
+/// and whether a directory n10n-dev did not fill may be taken over.
+struct Target<'a> {
+    dest: &'a str,
+    agent: Option<&'a Agent>,
+    new_id: &'a str,
+    adopt: bool,
+}
+
+enum Transferred {
+    /// The remote confirmed: the snapshot to record, the digests of racy files sent, and the
+    /// agent that now serves the replica.
+    Applied {
+        tree: tree::Tree,
+        digests: HashMap<Vec<u8>, u64>,
+        agent: Option<Agent>,
+    },
+    /// A file changed between the scan and the send; nothing was applied.
+    Changed,
+}
+
+/// Stream the archive into the apply script and wait for its confirmation.
 async fn transfer(
     session: &Session,
-    agent: Option<&str>,
-    dest: &str,
-    new_id: &str,
+    to: Target<'_>,
     upload: Upload,
     options: &Options,
-) -> Result<(tree::Tree, HashMap<Vec<u8>, u64>, String)> {
+) -> Result<Transferred> {
     let scanned_at_ns = upload.scanned_at_ns;
     let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(8);
     let bar = TransferBar::new(upload.plan.bytes, upload.plan.files, options.progress);
@@ -341,7 +467,10 @@ async fn transfer(
         (written, upload.tree)
     });
     let mut job = session
-        .start_job(agent, &remote::apply_command(dest, new_id))
+        .start_job(
+            to.agent,
+            &remote::apply_command(to.dest, to.new_id, to.adopt),
+        )
         .await?;
     // If the connection dies, a write can wait forever for window space: the job's output
     // ending (the channel closed) is what stops the pump.
@@ -371,13 +500,17 @@ async fn transfer(
         Some(done) => done.ok().flatten(),
         None if produced.is_ok() && !send_failed => job.finish().await.ok(),
         None => {
-            // Close without EOF: tar sees a truncated archive (the operations list, its last
-            // member, is missing) and nothing is applied.
-            let _ = job.writer.close().await;
+            // End the stream where it stopped: the operations list, the archive's last member,
+            // is missing, so the apply script fails and applies nothing. (A channel closed
+            // without EOF instead was never answered by sshd's close.)
+            let _ = job.writer.eof().await;
             job.output.await.ok().flatten()
         }
     };
     bar.finish();
+    if produced.as_ref().is_err_and(archive::changed_during_sync) {
+        return Ok(Transferred::Changed);
+    }
     let Some(output) = output else {
         return Err(Error::ConnectionLost {
             endpoint: session.endpoint().to_string(),
@@ -386,7 +519,11 @@ async fn transfer(
     };
     let digests = produced.map_err(|e| Error::io("cannot read the project for sync", e))?;
     match remote::parse_applied(&output.stdout) {
-        Some(root) if output.status == 0 => Ok((tree, digests, root)),
+        Some(agent) if output.status == 0 => Ok(Transferred::Applied {
+            tree,
+            digests,
+            agent,
+        }),
         _ => Err(perl_hint(Error::Remote(format!(
             "applying the sync failed on the remote (exit {}): {}",
             output.status,
@@ -395,7 +532,9 @@ async fn transfer(
     }
 }
 
-fn print_plan(plan: &Plan) -> Result<()> {
+/// The plan, a line an entry, on stdout: everything for a dry run, only the deletes when a sync
+/// adopts a directory (said before anything is deleted).
+fn print_plan(plan: &Plan, with_sends: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock, verb: &str, path: &[u8]| {
         out.write_all(verb.as_bytes())?;
@@ -406,7 +545,7 @@ fn print_plan(plan: &Plan) -> Result<()> {
         for path in &plan.deletes {
             write(&mut out, "delete ", path)?;
         }
-        for path in &plan.archive {
+        for path in plan.archive.iter().filter(|_| with_sends) {
             write(&mut out, "send ", path)?;
         }
         out.flush()
@@ -452,11 +591,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dangerous_destinations_are_refused() {
-        for dest in ["~", "~/", "/", "", "/home", "~/../x"] {
-            assert!(check_dest(dest).unwrap_err().is_usage(), "{dest}");
+    fn dangerous_destinations_are_refused_however_spelled() {
+        for dest in [
+            "~",
+            "~/",
+            "~/.",
+            "~/./",
+            "~//",
+            "/",
+            "/.",
+            "//",
+            "",
+            "/home",
+            "/home/x/",
+            "/root/.",
+            "/etc",
+            "/usr",
+            "/usr/local",
+            "/var",
+            "/opt",
+            "/srv",
+            "/tmp/",
+            "/Users/me",
+            "~/../x",
+            ".",
+            "./",
+        ] {
+            assert!(check_dest(dest).is_err(), "{dest}");
         }
-        assert!(check_dest("~/n10n/demo").is_ok());
+        for dest in [
+            "~/n10n/demo",
+            "~/./n10n/demo",
+            "/srv/builds/app",
+            "/home/x/n10n/app",
+            "/tmp/x/replica",
+            "code/app",
+        ] {
+            assert!(check_dest(dest).is_ok(), "{dest}");
+        }
     }
 
     #[test]

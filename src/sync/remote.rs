@@ -8,7 +8,7 @@
 //! area (`staging/`). Being on the same filesystem keeps the renames into place atomic.
 //!
 //! The agent exists because on a small VM sshd spends ~0.1–0.2 s setting up every exec session.
-//! It listens on a private Unix socket (`/tmp/n10n-dev-<uid>/`, mode 0700, outside the replica so
+//! It listens on a private Unix socket (`$TMPDIR/n10n-dev-<uid>/`, `/tmp` by default, mode 0700, outside the replica so
 //! that a `docker build` of the replica never meets a socket); a sync reaches it through a
 //! `direct-streamlocal` channel of the connection it already has (no process is forked by sshd),
 //! hands it the same probe or apply script, and gets back status, stdout and stderr. When the
@@ -17,7 +17,7 @@
 
 use super::tree::{Entry, Kind, Tree};
 use crate::error::{Error, Result};
-use crate::ssh::quote;
+use crate::ssh::{Agent, quote};
 
 /// The operations list, the last member of the archive (a reserved root name, never user data).
 pub const OPS: &str = ".n10n-dev-ops";
@@ -27,17 +27,20 @@ const LEGACY_MARKER: &str = ".n10n-dev-replica";
 const LEGACY_STAGING: &str = ".n10n-dev-staging";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
-const AGENT_SOCKET_PREFIX: &str = "agent-v3-";
+const AGENT_SOCKET_PREFIX: &str = "agent-v4-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
-/// The agent: args socket path, replica root, idle seconds. Exits 0 at once when an agent already
-/// answers on the socket. Otherwise checks that the socket's directory is a real directory of
-/// this user's with mode 0700 (it lives under /tmp), binds the socket, detaches, and serves
-/// each connection in a child: read `<length>\n<command>`, run `sh -c command` with the rest of
-/// the stream as stdin, reply `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the
-/// output. It exits when idle, or within 30 s of its socket being removed or replaced or of the
-/// replica being deleted.
+/// The agent: args socket path, replica root, idle seconds. Exits 1 when the socket's directory
+/// is not a real directory of this user's with no group or other access (it lives under /tmp,
+/// where another user could have made it first): then there is no agent. Exits 0 at once when
+/// an agent already answers on the socket. Otherwise binds the socket, writes a random token to
+/// `<socket>.token` (mode 0600), detaches, and serves each connection in a child: greet with
+/// `n10n-agent-hello <token>\n` (so that n10n-dev, which learnt the token over an exec session,
+/// knows it reached this agent and nothing else before it sends a byte), read
+/// `<length>\n<command>`, run `sh -c command` with the rest of the stream as stdin, reply
+/// `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the output. It exits when idle, or
+/// within 30 s of its socket being removed or replaced or of the replica being deleted.
 const AGENT: &str = r#"
 use strict;
 use Socket;
@@ -52,11 +55,17 @@ exit 0 if connect($check, pack_sockaddr_un($path));
 close $check;
 unlink $path;
 socket(my $server, PF_UNIX, SOCK_STREAM, 0) or exit 1;
-my $umask = umask 077;
+umask 077;
 bind($server, pack_sockaddr_un($path)) or exit 1;
-umask $umask;
 listen($server, 16) or exit 1;
 my $inode = (stat $path)[1];
+open(my $random, '<', '/dev/urandom') or exit 1;
+sysread($random, my $raw, 16) == 16 or exit 1;
+my $token = unpack('H*', $raw);
+open(my $tf, '>', "$path.token.new") or exit 1;
+print $tf $token;
+close($tf) or exit 1;
+rename("$path.token.new", "$path.token") or exit 1;
 defined(my $pid = fork) or exit 1;
 exit 0 if $pid;
 POSIX::setsid();
@@ -80,6 +89,7 @@ while (1) {
 sub serve {
   my $conn = shift;
   $SIG{CHLD} = 'DEFAULT';
+  write_all($conn, "n10n-agent-hello $token\n") or return;
   my ($mode, $length) = ('', '');
   while (1) {
     sysread($conn, my $c, 1) == 1 or return;
@@ -181,11 +191,11 @@ while (@dirs) {
 
 /// Applies the operations list: deletes, then renames from staging. Refuses to write through a
 /// symlink or outside the replica. Args: staging dir, ops file, new replica id (or empty), the
-/// file that holds the id.
+/// file that holds the id, and the replica directory's identity (see `identify`), recorded with it.
 const APPLY: &str = r#"
 use strict;
 use File::Path qw(remove_tree);
-my ($staging, $ops, $marker, $marker_file) = @ARGV;
+my ($staging, $ops, $marker, $marker_file, $here) = @ARGV;
 open(my $fh, '<', $ops) or die "cannot read $ops: $!\n";
 my @fields = do { local $/ = "\0"; map { chomp; $_ } <$fh> };
 my %checked;
@@ -223,15 +233,24 @@ while (@fields) {
 }
 if ($marker ne '') {
   open(my $out, '>', "$marker_file.new") or die "cannot write marker: $!\n";
-  print $out $marker;
+  print $out "$marker $here";
   close($out) or die "cannot write marker: $!\n";
   rename("$marker_file.new", $marker_file) or die "cannot write marker: $!\n";
 }
 "#;
 
-/// Shell functions. `start_agent ROOT` sets `sock` to where the agent for the replica at ROOT
-/// listens and makes sure one serves it. `meta` is the directory beside the replica that holds
-/// n10n-dev's own files.
+/// Shell functions.
+/// - `meta_of ROOT` sets `meta`, the directory beside the replica that holds n10n-dev's own files.
+/// - `refuse_unsafe ROOT CODE` prints `unsafe ROOT` and exits with CODE when ROOT is `/`, a system directory,
+///   the user's home as this machine resolves it, or one of the home's parents: a replica there
+///   would have its neighbours deleted.
+/// - `identify` sets `here` (the replica directory's `device:inode:birth time`: a directory made
+///   again right after it was deleted often gets the same inode back) and `ours`: whether the
+///   marker beside it was written for this very directory (a marker of an earlier release, which
+///   carries no identity, counts as ours once). A directory deleted and made again, or a disk
+///   rebuilt, is a new directory: it is not ours, and `id` is empty.
+/// - `start_agent ROOT` makes sure an agent serves the replica at ROOT and sets `agent` to
+///   `TOKEN SOCKET`, or to nothing when there is none to trust.
 ///
 /// A process keeps the groups it started with, and so does everything it starts: an agent
 /// started before provisioning added the user to the docker group could never reach Docker.
@@ -240,79 +259,107 @@ if ($marker ne '') {
 /// connection, takes over. Run inside an outdated agent, `start_agent` removes that agent's
 /// socket, which makes it exit; a new one cannot be started from there (it would inherit the
 /// old groups), so the next exec session starts it.
-fn agent_functions() -> String {
+fn shell_functions() -> String {
     format!(
         "meta_of() {{ meta=\"${{1%/*}}/.${{1##*/}}.n10n-dev\"; }}; \
-         start_agent() {{ sock=\"/tmp/n10n-dev-$(id -u)/{AGENT_SOCKET_PREFIX}$(printf '%s %s' \"$1\" \
+         unsafe() {{ echo \"unsafe $1\"; echo \"refusing to sync into $1\" >&2; exit $2; }}; \
+         refuse_unsafe() {{ home=$(cd ~ 2>/dev/null && pwd -P) || home=; \
+         case \"$1\" in /|/bin|/boot|/dev|/etc|/home|/lib|/lib64|/media|/mnt|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/var|/Users) \
+         unsafe \"$1\" \"$2\";; esac; \
+         case \"$home/\" in \"$1\"/*) unsafe \"$1\" \"$2\";; esac; }}; \
+         identify() {{ here=$(stat -c %d:%i:%w . | tr ' ' _); id=$(cat \"$meta/replica-id\" 2>/dev/null) || id=; \
+         case \"$id\" in *' '*) where=${{id#* }}; id=${{id%% *}};; *) where=;; esac; \
+         ours=; [ -n \"$id\" ] && {{ [ -z \"$where\" ] || [ \"$where\" = \"$here\" ]; }} && ours=1; \
+         [ -n \"$ours\" ] || id=; }}; \
+         start_agent() {{ agent=; sock=\"${{TMPDIR:-/tmp}}/n10n-dev-$(id -u)/{AGENT_SOCKET_PREFIX}$(printf '%s %s' \"$1\" \
          \"$(id -G \"${{USER:-$(id -un)}}\")\" | cksum | cut -d ' ' -f 1).sock\"; \
          if [ -z \"$N10N_AGENT_SOCKET\" ]; then perl -e {agent} \"$sock\" \"$1\" {AGENT_IDLE_SECS} \
-         </dev/null >/dev/null 2>&1 || true; \
-         elif [ \"$sock\" != \"$N10N_AGENT_SOCKET\" ]; then rm -f -- \"$N10N_AGENT_SOCKET\"; fi; }}",
+         </dev/null >/dev/null 2>&1 || return 0; \
+         elif [ \"$sock\" != \"$N10N_AGENT_SOCKET\" ]; then rm -f -- \"$N10N_AGENT_SOCKET\"; return 0; fi; \
+         token=$(cat \"$sock.token\" 2>/dev/null) && [ -n \"$token\" ] && agent=\"$token $sock\"; return 0; }}",
         agent = quote::quote(AGENT.as_bytes()),
     )
 }
 
-/// One round trip: `same SOCKET` when the replica carries `expected_id`, else `list SOCKET` and
-/// a listing of it. SOCKET is where the replica's agent listens, empty when there is no replica.
-/// A replica of an earlier release has its id moved out first.
+/// One round trip. The answer's first line: `same AGENT` when the replica carries
+/// `expected_id`; `list AGENT` and a listing when it is ours (or empty, or missing) but not as
+/// recorded; `foreign N` and a listing when the directory holds N entries that n10n-dev did not
+/// put there; `unsafe PATH` when the dest resolves to a directory no replica may take. AGENT is
+/// `TOKEN SOCKET`, or empty when no agent can be trusted. A replica of an earlier release has its
+/// id moved out first.
 pub fn probe_command(dest: &str, expected_id: &str) -> String {
     let dir = quote::quote_path(dest);
     format!(
         "{functions}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
-         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; meta_of \"$root\"; \
+         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; refuse_unsafe \"$root\" 0; meta_of \"$root\"; \
          if [ -f {LEGACY_MARKER} ]; then mkdir -p -- \"$meta\" && mv -f -- {LEGACY_MARKER} \"$meta/replica-id\"; fi; \
+         identify; if [ -z \"$ours\" ] && [ -n \"$(ls -A)\" ]; then echo \"foreign $(ls -A | wc -l)\"; \
+         perl -e {lister}; exit 0; fi; \
          start_agent \"$root\"; \
-         if [ \"$(cat \"$meta/replica-id\" 2>/dev/null)\" = {id} ]; then echo \"same $sock\"; exit 0; fi; \
-         echo \"list $sock\"; perl -e {lister}",
-        functions = agent_functions(),
+         if [ -n \"$id\" ] && [ \"$id $where\" = {id}\" $here\" ]; then echo \"same $agent\"; exit 0; fi; \
+         echo \"list $agent\"; perl -e {lister}",
+        functions = shell_functions(),
         id = quote::quote(expected_id.as_bytes()),
         lister = quote::quote(LISTER.as_bytes()),
     )
 }
 
-/// Reads the archive from stdin into staging, then applies the operations it carries, and
-/// answers `applied SOCKET`.
-pub fn apply_command(dest: &str, new_marker: &str) -> String {
+/// Reads the archive from stdin into a staging directory of its own, then applies the
+/// operations it carries, and answers `applied AGENT`. One sync at a time per replica: it waits
+/// up to 2 minutes for another one's lock (closed before the agent starts, which would else
+/// inherit it and hold it for as long as it lives). Into a directory that holds entries n10n-dev did not
+/// put there it writes nothing unless `adopt`.
+pub fn apply_command(dest: &str, new_marker: &str, adopt: bool) -> String {
     let dir = quote::quote_path(dest);
     format!(
-        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; root=$(pwd -P); meta_of \"$root\"; \
-         rm -rf -- {LEGACY_STAGING}; s=\"$meta/staging\"; mkdir -p -- \"$meta\"; rm -rf -- \"$s\"; mkdir -- \"$s\"; \
+        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; root=$(pwd -P); \
+         refuse_unsafe \"$root\" 3; meta_of \"$root\"; mkdir -p -- \"$meta\"; \
+         exec 9>>\"$meta/lock\"; flock -w 120 9 || {{ echo \"another sync into $root held its lock for 2 minutes; try again\" >&2; exit 75; }}; \
+         identify; if [ -z \"$ours\" ] && [ -z {adopt} ] && [ -n \"$(ls -A)\" ]; then \
+         echo \"$root holds files that n10n-dev did not put there; nothing was changed\" >&2; exit 76; fi; \
+         rm -rf -- {LEGACY_STAGING} \"$meta/staging\" \"$meta\"/staging.*; s=$(mktemp -d \"$meta/staging.XXXXXX\"); \
          tar -x -f - -C \"$s\" --no-same-owner; \
-         perl -e {apply} \"$s\" \"$s/{OPS}\" {marker} \"$meta/replica-id\"; rm -rf -- \"$s\"; \
-         start_agent \"$root\"; echo \"applied $sock\"",
-        functions = agent_functions(),
+         perl -e {apply} \"$s\" \"$s/{OPS}\" {marker} \"$meta/replica-id\" \"$here\"; rm -rf -- \"$s\"; exec 9>&-; \
+         start_agent \"$root\"; echo \"applied $agent\"",
+        functions = shell_functions(),
         apply = quote::quote(APPLY.as_bytes()),
         marker = quote::quote(new_marker.as_bytes()),
+        adopt = if adopt { "yes" } else { "''" },
     )
 }
 
-/// The agent's socket from the apply script's answer.
-pub fn parse_applied(output: &[u8]) -> Option<String> {
+/// The agent from the apply script's answer; `None` when it did not answer `applied`.
+pub fn parse_applied(output: &[u8]) -> Option<Option<Agent>> {
     let line = std::str::from_utf8(output).ok()?.lines().last()?;
-    line.strip_prefix("applied ").map(str::to_string)
+    line.strip_prefix("applied ").map(Agent::parse)
 }
 
 pub enum ProbeResult {
     Same,
     Listed(Tree),
+    /// The dest holds this many entries that n10n-dev did not put there; the listing of them.
+    Foreign(usize, Tree),
+    /// The dest resolves to this directory, where no replica may go.
+    Unsafe(String),
 }
 
-/// The answer, and the agent's socket when there is a replica.
-pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
+/// The answer, and the agent when there is one to trust.
+pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<Agent>)> {
     let bad = |why: &str| Error::Remote(format!("unexpected answer from the replica probe: {why}"));
     let end = output
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| bad("no header"))?;
     let header = std::str::from_utf8(&output[..end]).map_err(|_| bad("header"))?;
-    let (word, socket) = header.split_once(' ').ok_or_else(|| bad("header"))?;
-    let socket = (!socket.is_empty()).then(|| socket.to_string());
+    let (word, rest) = header.split_once(' ').ok_or_else(|| bad("header"))?;
     let listing = &output[end + 1..];
-    match word {
-        "same" => return Ok((ProbeResult::Same, socket)),
-        "list" => {}
+    let (foreign, agent) = match word {
+        "same" => return Ok((ProbeResult::Same, Agent::parse(rest))),
+        "unsafe" => return Ok((ProbeResult::Unsafe(rest.to_string()), None)),
+        "list" => (None, Agent::parse(rest)),
+        "foreign" => (Some(rest.trim().parse().map_err(|_| bad("count"))?), None),
         _ => return Err(bad("header")),
-    }
+    };
     let mut fields = listing.split(|&b| b == 0);
     let mut tree = Tree::new();
     while let Some(kind) = fields.next().filter(|f| !f.is_empty()) {
@@ -340,7 +387,11 @@ pub fn parse_probe(output: &[u8]) -> Result<(ProbeResult, Option<String>)> {
             },
         );
     }
-    Ok((ProbeResult::Listed(tree), socket))
+    let result = match foreign {
+        Some(count) => ProbeResult::Foreign(count, tree),
+        None => ProbeResult::Listed(tree),
+    };
+    Ok((result, agent))
 }
 
 fn parse_number(field: &[u8]) -> Option<i64> {
@@ -396,6 +447,13 @@ mod tests {
         archive.into_inner().unwrap()
     }
 
+    fn probe(dest: &str, id: &str, home: &std::path::Path) -> ProbeResult {
+        let out = sh(&probe_command(dest, id), home, b"");
+        parse_probe(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+            .0
+    }
+
     #[test]
     fn probe_lists_an_unknown_replica_and_recognises_its_marker() {
         let home = tempfile::tempdir().unwrap();
@@ -405,11 +463,11 @@ mod tests {
         std::fs::create_dir_all(replica.join("d/.git")).unwrap();
         std::fs::write(replica.join("d/f\nname"), "abc").unwrap();
         std::os::unix::fs::symlink("f", replica.join("l")).unwrap();
-        // An earlier release's marker, inside the replica: the probe moves it out.
+        // An earlier release's marker, inside the replica: the probe moves it out, and the
+        // replica is listed (the marker carries no directory identity yet).
         std::fs::write(replica.join(LEGACY_MARKER), "id2").unwrap();
-        let out = sh(&probe_command("~/r", "id1"), home.path(), b"");
-        let (ProbeResult::Listed(tree), Some(root)) = parse_probe(&out.stdout).unwrap() else {
-            panic!("same?")
+        let ProbeResult::Listed(tree) = probe("~/r", "id2", home.path()) else {
+            panic!("not listed")
         };
         let paths: Vec<_> = tree.keys().cloned().collect();
         assert_eq!(paths, [b"d".to_vec(), b"d/f\nname".to_vec(), b"l".to_vec()]);
@@ -422,15 +480,105 @@ mod tests {
         assert!(!replica.join(LEGACY_MARKER).exists());
         let moved = std::fs::read(home.path().join(".r.n10n-dev/replica-id")).unwrap();
         assert_eq!(moved, b"id2");
-        let out = sh(&probe_command("~/r", "id2"), home.path(), b"");
-        assert!(matches!(
-            parse_probe(&out.stdout).unwrap(),
-            (ProbeResult::Same, Some(_))
-        ));
-        assert!(
-            root.starts_with("/tmp/n10n-dev-") && root.ends_with(".sock"),
-            "{root}"
+        // An apply records the directory's identity with the id: from then on the probe answers
+        // `same` for it.
+        let applied = sh(
+            &apply_command("~/r", "id3", false),
+            home.path(),
+            &archive_moving("a", b"1"),
         );
+        assert!(
+            applied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        assert!(matches!(
+            probe("~/r", "id3", home.path()),
+            ProbeResult::Same
+        ));
+        assert!(matches!(
+            probe("~/r", "id2", home.path()),
+            ProbeResult::Listed(_)
+        ));
+    }
+
+    #[test]
+    fn a_directory_made_again_is_a_new_replica() {
+        let home = tempfile::tempdir().unwrap();
+        let replica = home.path().join("r");
+        let applied = sh(
+            &apply_command("~/r", "id1", false),
+            home.path(),
+            &archive_moving("a", b"1"),
+        );
+        assert!(applied.status.success());
+        assert!(matches!(
+            probe("~/r", "id1", home.path()),
+            ProbeResult::Same
+        ));
+        std::fs::remove_dir_all(&replica).unwrap();
+        std::fs::create_dir(&replica).unwrap();
+        let ProbeResult::Listed(tree) = probe("~/r", "id1", home.path()) else {
+            panic!("an empty directory made again is listed, not taken for the replica")
+        };
+        assert!(tree.is_empty());
+        // Made again and filled by someone else: not ours.
+        std::fs::write(replica.join("theirs"), "x").unwrap();
+        assert!(matches!(
+            probe("~/r", "id1", home.path()),
+            ProbeResult::Foreign(1, _)
+        ));
+    }
+
+    #[test]
+    fn foreign_directories_are_left_alone_unless_adopted() {
+        let home = tempfile::tempdir().unwrap();
+        let replica = home.path().join("code");
+        std::fs::create_dir_all(replica.join("other-checkout/.git")).unwrap();
+        std::fs::write(replica.join("notes.txt"), "mine").unwrap();
+        let ProbeResult::Foreign(2, listed) = probe("~/code", "none", home.path()) else {
+            panic!("not foreign")
+        };
+        assert!(listed.contains_key(b"notes.txt".as_slice()));
+        let refused = sh(
+            &apply_command("~/code", "id1", false),
+            home.path(),
+            &archive_moving("a", b"1"),
+        );
+        assert_eq!(refused.status.code(), Some(76));
+        assert!(replica.join("notes.txt").exists() && !replica.join("a").exists());
+        let adopted = sh(
+            &apply_command("~/code", "id1", true),
+            home.path(),
+            &archive_moving("a", b"1"),
+        );
+        assert!(
+            adopted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&adopted.stderr)
+        );
+        assert!(replica.join("a").exists());
+    }
+
+    #[test]
+    fn the_home_and_its_parents_are_refused_where_they_resolve() {
+        let home = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(home.path(), home.path().join("home-link")).unwrap();
+        std::fs::write(home.path().join("canary"), "alive").unwrap();
+        for dest in ["~/home-link", "~/.", "/"] {
+            match probe(dest, "none", home.path()) {
+                ProbeResult::Unsafe(_) => {}
+                _ => panic!("{dest} was not refused"),
+            }
+            let out = sh(
+                &apply_command(dest, "id", true),
+                home.path(),
+                &archive_moving("a", b"1"),
+            );
+            assert_eq!(out.status.code(), Some(3), "{dest}");
+        }
+        assert!(home.path().join("canary").exists());
+        assert!(!home.path().join("a").exists());
     }
 
     #[test]
@@ -438,8 +586,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let replica = home.path().join("r");
         std::fs::create_dir_all(replica.join(LEGACY_STAGING)).unwrap();
+        // The id as an earlier release recorded it, without the directory's identity.
+        std::fs::create_dir_all(home.path().join(".r.n10n-dev")).unwrap();
+        std::fs::write(home.path().join(".r.n10n-dev/replica-id"), "id8").unwrap();
         let out = sh(
-            &apply_command("~/r", "id9"),
+            &apply_command("~/r", "id9", false),
             home.path(),
             &archive_moving("a.txt", b"hi"),
         );
@@ -458,8 +609,14 @@ mod tests {
             "the replica holds the project and nothing else"
         );
         let meta = home.path().join(".r.n10n-dev");
-        assert_eq!(std::fs::read(meta.join("replica-id")).unwrap(), b"id9");
-        assert!(!meta.join("staging").exists());
+        let marker = String::from_utf8(std::fs::read(meta.join("replica-id")).unwrap()).unwrap();
+        assert!(marker.starts_with("id9 "), "{marker}");
+        let staged: Vec<_> = std::fs::read_dir(&meta)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("staging"))
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
     }
 
     #[test]
@@ -470,7 +627,7 @@ mod tests {
         std::fs::create_dir_all(&replica).unwrap();
         std::os::unix::fs::symlink(outside.path(), replica.join("esc")).unwrap();
         let out = sh(
-            &apply_command("~/r", ""),
+            &apply_command("~/r", "", true),
             home.path(),
             &archive_moving("esc/pwned", b"x"),
         );

@@ -64,8 +64,21 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
     while let Some(dir) = pending.pop() {
         rules.load_dir(&dir);
         let abs = rules.absolute(&dir);
-        let entries =
-            fs::read_dir(&abs).context(|| format!("cannot read directory {}", abs.display()))?;
+        let entries = match fs::read_dir(&abs) {
+            Ok(entries) => entries,
+            // Gone (or replaced) since its parent was listed, as a tool's temp dir may be: it is
+            // not part of this snapshot.
+            Err(e) if vanished(&e) && !dir.is_empty() => {
+                tree.remove(&dir);
+                continue;
+            }
+            Err(e) => {
+                return Err(crate::error::Error::io(
+                    format!("cannot read directory {}", abs.display()),
+                    e,
+                ));
+            }
+        };
         for entry in entries {
             let entry = entry.context(|| format!("cannot read directory {}", abs.display()))?;
             let mut path = dir.clone();
@@ -94,8 +107,16 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                     executable: meta.mode() & 0o111 != 0,
                 }
             } else if file_type.is_symlink() {
-                let target = fs::read_link(entry.path())
-                    .context(|| format!("cannot read link {}", entry.path().display()))?;
+                let target = match fs::read_link(entry.path()) {
+                    Ok(target) => target,
+                    Err(e) if vanished(&e) => continue,
+                    Err(e) => {
+                        return Err(crate::error::Error::io(
+                            format!("cannot read link {}", entry.path().display()),
+                            e,
+                        ));
+                    }
+                };
                 Kind::Symlink {
                     target: target.as_os_str().as_bytes().to_vec(),
                 }
@@ -126,6 +147,14 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
         }
     }
     Ok(tree)
+}
+
+/// The error of reading something that was removed or replaced since it was listed.
+fn vanished(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    ) || error.raw_os_error() == Some(libc::EINVAL)
 }
 
 #[cfg(test)]

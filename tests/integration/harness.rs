@@ -80,8 +80,22 @@ impl Sshd {
         Sshd::start_in(tempfile::tempdir().unwrap(), free_port(), "ed25519")
     }
 
+    /// A server whose sessions get `TMPDIR=tmpdir` (where the sync agent's directory goes).
+    pub fn start_with_tmpdir(tmpdir: &Path) -> Sshd {
+        Sshd::start_configured(
+            tempfile::tempdir().unwrap(),
+            free_port(),
+            "ed25519",
+            &format!(" TMPDIR={}", tmpdir.display()),
+        )
+    }
+
     /// A server in `dir` (reusing its host key if there is one) on `port`.
     pub fn start_in(dir: TempDir, port: u16, client_key_kind: &str) -> Sshd {
+        Sshd::start_configured(dir, port, client_key_kind, "")
+    }
+
+    fn start_configured(dir: TempDir, port: u16, client_key_kind: &str, more_env: &str) -> Sshd {
         let root = dir.path();
         if !root.join("host_key").exists() {
             keygen(root, "host_key", "ed25519");
@@ -97,7 +111,7 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nAuthorizedKeysFile {root}/authorized_keys\n\
              PidFile {root}/sshd.pid\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              UsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n\
-             SetEnv HOME={root}/home\n",
+             SetEnv HOME={root}/home{more_env}\n",
             root = root.display()
         );
         std::fs::write(root.join("sshd_config"), config).unwrap();

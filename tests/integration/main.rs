@@ -15,6 +15,7 @@ mod native;
 mod push;
 mod registry;
 mod run;
+mod safety;
 mod shell;
 mod ssh_config;
 mod sync;

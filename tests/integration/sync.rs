@@ -116,7 +116,18 @@ fn configured_excludes_apply_and_an_unknown_replica_is_reconciled() {
     std::fs::write(project.replica().join("stale.txt"), "old").unwrap();
     std::fs::write(project.replica().join("cache/remote-only"), "keep me").unwrap();
     std::fs::write(project.replica().join("keep.txt"), "different").unwrap();
-    project.ok(&["sync"]);
+    // Not a replica of ours: refused, with the way out, and nothing deleted.
+    let refused = project.run(&["sync"]);
+    assert_exit_saying(
+        &refused,
+        2,
+        "already holds 3 entries that n10n-dev did not put there",
+    );
+    assert!(stderr(&refused).contains("sync --adopt"));
+    assert!(project.replica().join("stale.txt").exists());
+    // Adopted: what goes is said first.
+    let adopted = project.ok(&["sync", "--adopt"]);
+    assert_eq!(adopted, "delete stale.txt\n");
     assert!(!project.replica().join("stale.txt").exists());
     assert!(!project.replica().join("x.tmp").exists());
     assert_eq!(
@@ -155,15 +166,17 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_sync_converges() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // n10n-dev's staging area sits beside the replica, not in it.
-    let staged = project
-        .replica()
-        .with_file_name(".replica.n10n-dev/staging/big.bin");
+    // n10n-dev's staging area (one per sync) sits beside the replica, not in it.
+    let meta = project.replica().with_file_name(".replica.n10n-dev");
     wait_for(
         "part of big.bin to be staged",
         Duration::from_secs(60),
         || {
-            std::fs::metadata(&staged)
+            let staging = std::fs::read_dir(&meta)
+                .ok()?
+                .filter_map(Result::ok)
+                .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
+            std::fs::metadata(staging.path().join("big.bin"))
                 .ok()
                 .filter(|m| m.len() > 1_000_000)
                 .map(|_| ())
@@ -221,7 +234,7 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
     );
     let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
     let socket = std::path::PathBuf::from(format!(
-        "/tmp/n10n-dev-{}/agent-v3-{}.sock",
+        "/tmp/n10n-dev-{}/agent-v4-{}.sock",
         uid.trim(),
         String::from_utf8(crc.stdout).unwrap().trim()
     ));

@@ -1,0 +1,331 @@
+//! What n10n-dev must never do to a user's files, credentials and machine (issue 16): each test
+//! here failed before its fix. Dangerous destinations are tried only with `--dry-run`, against a
+//! "machine" whose home is a throwaway directory holding a canary.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// The sshd's sessions' home (see `Sshd::start`), with a canary in it.
+fn home_with_canary(sshd: &Sshd) -> std::path::PathBuf {
+    let home = sshd.path().join("home");
+    std::fs::write(home.join("canary"), "alive").unwrap();
+    home
+}
+
+#[test]
+fn a_directory_that_holds_other_files_is_refused_and_they_survive() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("src/main.rs", "fn main() {}\n");
+    // `dest = "~/code"` on a build host: other checkouts live there.
+    std::fs::create_dir_all(project.replica().join("other-checkout/.git")).unwrap();
+    std::fs::write(project.replica().join("other-checkout/README"), "theirs").unwrap();
+    std::fs::write(project.replica().join("notes.txt"), "mine").unwrap();
+    for args in [
+        &["sync"][..],
+        &["sync", "--dry-run"],
+        &["run", "--", "true"],
+    ] {
+        let out = project.run(args);
+        assert_exit_saying(
+            &out,
+            2,
+            "already holds 2 entries that n10n-dev did not put there",
+        );
+        assert!(stderr(&out).contains(&project.replica().display().to_string()));
+        assert!(stderr(&out).contains("sync --adopt"), "{}", stderr(&out));
+    }
+    assert!(project.replica().join("other-checkout/README").exists());
+    assert!(project.replica().join("notes.txt").exists());
+    assert!(!project.replica().join("src").exists());
+    // --adopt --dry-run lists, changes nothing; --adopt lists and takes the directory.
+    let listed = project.ok(&["sync", "--adopt", "--dry-run"]);
+    assert!(listed.contains("delete notes.txt\n") && listed.contains("send src/main.rs\n"));
+    assert!(project.replica().join("notes.txt").exists());
+    let adopted = project.ok(&["sync", "--adopt"]);
+    assert!(adopted.contains("delete notes.txt\n"), "{adopted}");
+    assert!(!project.replica().join("notes.txt").exists());
+    project.assert_up_to_date();
+}
+
+#[test]
+fn home_and_system_destinations_are_refused_before_any_connection() {
+    let sshd = Sshd::start();
+    let home = home_with_canary(&sshd);
+    let project = Project::new(&sshd);
+    project.write("a.txt", "a");
+    // Nothing listens on this port: a refusal that came after connecting would say so instead.
+    let closed = free_port();
+    for dest in [
+        "~/.", "~/./", "~", "/root/.", "/.", "/home/x/", "/etc", "/usr", "/var", "/opt", "/srv",
+    ] {
+        project.write_config(
+            closed,
+            &sshd.user,
+            &sshd.identity,
+            &format!("[sync]\ndest = \"{dest}\"\n"),
+        );
+        let text = std::fs::read_to_string(project.root().join("n10n-dev.toml")).unwrap();
+        // write_config puts its own [sync] first: keep only ours.
+        let text = text.replacen(
+            &format!("[sync]\ndest = \"{}\"\n", project.replica().display()),
+            "",
+            1,
+        );
+        std::fs::write(project.root().join("n10n-dev.toml"), text).unwrap();
+        let out = project.run(&["sync", "--dry-run"]);
+        assert_exit_saying(&out, 2, "dest");
+        assert!(
+            !stderr(&out).contains("cannot connect"),
+            "{dest}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(home.join("canary").exists());
+}
+
+#[test]
+fn a_dest_that_leads_to_the_home_on_the_machine_is_refused_there() {
+    let sshd = Sshd::start();
+    let home = home_with_canary(&sshd);
+    let project = Project::new(&sshd);
+    project.write("a.txt", "a");
+    // Spelt harmlessly, but a symlink to the machine's home: only the machine can tell.
+    let link = project.remote.path().join("looks-harmless");
+    symlink(&home, &link).unwrap();
+    project.write_config(sshd.port, &sshd.user, &sshd.identity, "");
+    let config = std::fs::read_to_string(project.root().join("n10n-dev.toml"))
+        .unwrap()
+        .replace(
+            &project.replica().display().to_string(),
+            &link.display().to_string(),
+        );
+    std::fs::write(project.root().join("n10n-dev.toml"), config).unwrap();
+    for args in [
+        &["sync", "--dry-run"][..],
+        &["sync", "--adopt", "--dry-run"],
+    ] {
+        let out = project.run(args);
+        assert_exit_saying(&out, 2, "on the machine: its home");
+    }
+    assert!(home.join("canary").exists());
+}
+
+#[test]
+fn a_replica_deleted_and_made_again_is_filled_again() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("src/lib.rs", "pub fn f() {}\n");
+    project.write("Cargo.toml", "[package]\n");
+    project.ok(&["sync"]);
+    std::fs::remove_dir_all(project.replica()).unwrap();
+    std::fs::create_dir(project.replica()).unwrap();
+    let out = project.run(&["sync"]);
+    assert!(
+        stderr(&out).starts_with("sync: sent 3 files"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        replica_snapshot(&project, &|_| false),
+        snapshot(project.root(), &|_| false)
+    );
+}
+
+#[test]
+fn two_projects_syncing_into_one_dest_do_not_clobber_each_other() {
+    let sshd = Sshd::start();
+    let first = Project::new(&sshd);
+    let second = Project::new(&sshd);
+    // Both name the same replica (two checkouts with one folder name, or two Macs).
+    second.write_config(sshd.port, &sshd.user, &sshd.identity, "");
+    let shared = std::fs::read_to_string(second.root().join("n10n-dev.toml"))
+        .unwrap()
+        .replace(
+            &second.replica().display().to_string(),
+            &first.replica().display().to_string(),
+        );
+    std::fs::write(second.root().join("n10n-dev.toml"), shared).unwrap();
+    for (project, name) in [(&first, "one"), (&second, "two")] {
+        run_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "cd '{}' && for i in 1 2 3 4 5 6 7 8; do head -c 4000000 /dev/urandom > {name}-$i.bin; done",
+                    project.root().display()
+                ),
+            ],
+        );
+    }
+    first.ok(&["sync"]);
+    second.ok(&["sync", "--adopt"]);
+    for round in 0..3 {
+        for project in [&first, &second] {
+            project.write("round.txt", &round.to_string());
+        }
+        let children: Vec<_> = [&first, &second]
+            .iter()
+            .map(|p| {
+                p.cmd(&["sync", "--adopt"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        // Whichever came last, the replica is exactly one of the two projects.
+        let replica = replica_snapshot(&first, &|_| false);
+        let one = snapshot(first.root(), &|p| p == b"n10n-dev.toml");
+        let two = snapshot(second.root(), &|p| p == b"n10n-dev.toml");
+        let replica_less_config: std::collections::BTreeMap<_, _> = replica
+            .into_iter()
+            .filter(|(p, _)| p != b"n10n-dev.toml")
+            .collect();
+        assert!(
+            replica_less_config == one || replica_less_config == two,
+            "round {round}: the replica is a mix of both projects"
+        );
+    }
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_mid_sync_does_not_send_its_target() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("credentials");
+    std::fs::write(&secret, "SECRET-aws_secret_access_key").unwrap();
+    // Sent first and slowly enough to swap the later file meanwhile.
+    run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "head -c 200000000 /dev/urandom > '{}/a-big.bin'",
+                project.root().display()
+            ),
+        ],
+    );
+    project.write("z-config.txt", "harmless");
+    let child = project
+        .cmd(&["sync"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let meta = project.replica().with_file_name(".replica.n10n-dev");
+    wait_for("a-big.bin to be staged", Duration::from_secs(60), || {
+        let staging = std::fs::read_dir(&meta)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
+        std::fs::metadata(staging.path().join("a-big.bin"))
+            .ok()
+            .filter(|m| m.len() > 1_000_000)
+    });
+    // What a `git checkout` does: the file is replaced by a symlink.
+    let swapped = project.root().join("z-config.txt");
+    std::fs::remove_file(&swapped).unwrap();
+    symlink(&secret, &swapped).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = project.replica().join("z-config.txt");
+    let kind = std::fs::symlink_metadata(&sent).unwrap().file_type();
+    assert!(
+        kind.is_symlink(),
+        "the symlink's target was sent as the file's content"
+    );
+    assert_eq!(std::fs::read_link(&sent).unwrap(), secret);
+}
+
+#[test]
+fn a_squatted_agent_directory_gets_no_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start_with_tmpdir(tmp.path());
+    let project = Project::new(&sshd);
+    project.write("secret.txt", "project secrets");
+    std::fs::create_dir_all(project.replica()).unwrap();
+    let root = project.replica().canonicalize().unwrap();
+    let groups = run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "printf '%s %s' '{}' \"$(id -G \"$(id -un)\")\" | cksum | cut -d ' ' -f 1",
+                root.display()
+            ),
+        ],
+    );
+    let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
+    // Another user made the directory first (here: open to everyone) and listens where the
+    // agent would.
+    let dir = tmp.path().join(format!("n10n-dev-{}", uid.trim()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.join(format!(
+        "agent-v4-{}.sock",
+        String::from_utf8(groups.stdout).unwrap().trim()
+    ));
+    let squatter = UnixListener::bind(&socket).unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    std::fs::write(socket.with_extension("sock.token"), "0123456789abcdef").unwrap();
+    project.ok(&["sync"]);
+    project.write("secret.txt", "more secrets");
+    project.ok(&["sync"]);
+    let out = project.run(&["run", "--", "cat", "secret.txt"]);
+    assert_eq!(stdout(&out), "more secrets");
+    assert!(
+        squatter.accept().is_err(),
+        "the squatter's socket received a connection"
+    );
+}
+
+#[test]
+fn an_impostor_at_a_recorded_agent_socket_receives_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start_with_tmpdir(tmp.path());
+    let project = Project::new(&sshd);
+    project.write("a.txt", "1");
+    project.ok(&["sync"]);
+    // The machine rebooted (/tmp cleared) and someone else took the agent's place.
+    let agent_dir = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let socket = std::fs::read_dir(&agent_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "sock"))
+        .unwrap();
+    std::fs::remove_file(&socket).unwrap();
+    let impostor = UnixListener::bind(&socket).unwrap();
+    let received = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = impostor.accept().unwrap();
+        // It answers as an agent would, without the token.
+        let _ = conn.write_all(b"n10n-agent-hello 00\n");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        got
+    });
+    project.write("a.txt", "2");
+    project.ok(&["sync"]);
+    assert_eq!(
+        std::fs::read(project.replica().join("a.txt")).unwrap(),
+        b"2"
+    );
+    let got = received.join().unwrap();
+    assert!(got.is_empty(), "the impostor received {} bytes", got.len());
+}
