@@ -4,6 +4,7 @@
 //! `provision`, `image` → `ssh`. Configuration (`config`) and host facts (`host`) are plain data
 //! passed down.
 
+pub mod accept;
 pub mod backend;
 pub mod base;
 pub mod cli;

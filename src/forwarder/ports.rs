@@ -223,8 +223,12 @@ async fn serve(
         let (link, guest) = (link.clone(), guest.to_string());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
+                let client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        crate::accept::pause_after("a forwarded port", &e).await;
+                        continue;
+                    }
                 };
                 let _ = client.set_nodelay(true);
                 let (link, guest) = (link.clone(), guest.clone());

@@ -269,8 +269,12 @@ async fn watch_until_closed(session: &Session, link: &Link) {
 /// Each connection to the engine socket, relayed to the machine's engine socket.
 async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(e) => {
+                crate::accept::pause_after("the engine socket", &e).await;
+                continue;
+            }
         };
         let link = link.clone();
         tokio::spawn(async move {
@@ -296,8 +300,12 @@ async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
 async fn serve_kept(listener: &UnixListener, link: &Arc<Link>) {
     let mut server: Option<KeptServer> = None;
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(e) => {
+                crate::accept::pause_after("the kept connection", &e).await;
+                continue;
+            }
         };
         let Some(session) = link.current() else {
             continue;

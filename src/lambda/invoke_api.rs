@@ -33,24 +33,75 @@ impl<L: Launcher> Functions<L> {
     }
 }
 
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// `Event` invocations waiting for a sandbox, per function; beyond it: 429, as Lambda's
+/// `TooManyRequestsException`.
+const MAX_QUEUED_EVENTS: usize = 1000;
+
 /// Serve the Invoke API on `listener` until the task is dropped.
 pub async fn serve<L: Launcher>(listener: TcpListener, functions: Arc<Functions<L>>) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                crate::accept::pause_after("the Invoke API", &e).await;
+                continue;
+            }
         };
         let stream = crate::ssh::QuickAckStream::accepted(stream);
         let functions = functions.clone();
-        tokio::spawn(super::serve_http(stream, move |request| {
-            handle(functions.clone(), request)
-        }));
+        tokio::spawn(async move {
+            super::serve_http(stream, move |request| {
+                handle(functions.clone(), port, request)
+            })
+            .await;
+            drop(slot);
+        });
     }
+}
+
+/// Whether a request may come from a web page rather than a program of the user's: a page
+/// the user's browser shows can POST to 127.0.0.1 (its `Origin` says so), and through DNS
+/// rebinding read the answer under a name of its own (its `Host` says so). Functions often
+/// hold real AWS credentials; neither gets to run them.
+fn refusal(headers: &HeaderMap, port: u16) -> Option<Response<Full<Bytes>>> {
+    if headers.contains_key(hyper::header::ORIGIN) {
+        return Some(service_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "requests from web pages (with an Origin header) are not served",
+        ));
+    }
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let local = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|name| host == format!("{name}:{port}"));
+    (!local).then(|| {
+        service_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "AccessDeniedException",
+            &format!("this server answers only to 127.0.0.1:{port} or localhost:{port}, not to Host {host:?}"),
+        )
+    })
 }
 
 async fn handle<L: Launcher>(
     functions: Arc<Functions<L>>,
+    port: u16,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(refused) = refusal(request.headers(), port) {
+        return Ok(refused);
+    }
     let path = request.uri().path().to_string();
     let name = path
         .strip_prefix("/2015-03-31/functions/")
@@ -111,6 +162,11 @@ async fn handle<L: Launcher>(
         want_logs: header("X-Amz-Log-Type") == "Tail",
     };
     match header("X-Amz-Invocation-Type").as_str() {
+        "Event" if pool.queued() >= MAX_QUEUED_EVENTS => Ok(service_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            &format!("{MAX_QUEUED_EVENTS} invocations already wait for {name}"),
+        )),
         "Event" => {
             let (request_id, _) = pool.submit(request);
             Ok(respond(StatusCode::ACCEPTED, &request_id, Bytes::new()))
@@ -173,6 +229,40 @@ fn service_error(status: StatusCode, kind: &str, message: &str) -> Response<Full
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_local_hosts_without_an_origin_are_served() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        for host in ["127.0.0.1:9001", "localhost:9001", "[::1]:9001"] {
+            assert!(
+                refusal(&headers(&[("host", host)]), 9001).is_none(),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:9001",
+            "127.0.0.1:80",
+            "127.0.0.1.nip.io:9001",
+            "",
+        ] {
+            let refused = refusal(&headers(&[("host", host)]), 9001).expect(host);
+            assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+        }
+        let page = headers(&[
+            ("host", "127.0.0.1:9001"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert_eq!(
+            refusal(&page, 9001).unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 
     #[test]
     fn function_names_come_from_names_and_arns() {

@@ -234,7 +234,7 @@ impl RuntimeListener {
                             let stream = crate::ssh::QuickAckStream::accepted(stream);
                             return Some(Box::new(stream) as Box<dyn Connection>);
                         }
-                        Err(e) => tracing::debug!("runtime API accept: {e}"),
+                        Err(e) => crate::accept::pause_after("the Runtime API", &e).await,
                     }
                 },
                 Incoming::Remote(listener) => listener
@@ -245,6 +245,8 @@ impl RuntimeListener {
         })
     }
 }
+
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serve HTTP/1.1 on one connection with `handle` until the client goes.
 async fn serve_http<F, Fut>(connection: impl Connection, handle: F)
@@ -259,7 +261,10 @@ where
         + 'static,
 {
     let service = hyper::service::service_fn(handle);
+    // A client that opens a connection and never finishes its headers does not hold it forever.
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(hyper_util::rt::TokioIo::new(connection), service)
         .await
     {

@@ -68,6 +68,11 @@ impl<L: Launcher> Pool<L> {
     }
 
     /// Queue an invocation; its id, and where its answer will arrive.
+    /// Invocations waiting for a sandbox.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn submit(self: &Arc<Self>, request: Request) -> (String, oneshot::Receiver<Answer>) {
         let request_id = super::request_id();
         let (done, answer) = oneshot::channel();

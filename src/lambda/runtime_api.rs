@@ -82,10 +82,16 @@ async fn handle<L: Launcher>(
         }
         (Method::POST, ["init", "error"]) => match read_body(request).await {
             Err(too_large) => too_large,
-            Ok(body) => {
-                sandbox.init_failed(as_error_json(body, &error_type)).await;
-                accepted()
-            }
+            Ok(body) => match sandbox.init_failed(as_error_json(body, &error_type)).await {
+                true => accepted(),
+                false => reply(
+                    StatusCode::FORBIDDEN,
+                    error_body(
+                        "InvalidStateTransition",
+                        "the runtime is initialised: /init/error is over",
+                    ),
+                ),
+            },
         },
         _ => reply(
             StatusCode::NOT_FOUND,

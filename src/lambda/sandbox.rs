@@ -2,7 +2,7 @@
 //! Lambda execution environment does. It times invocations out, notices its runtime ending (and
 //! fails what it held), keeps the invocation's log lines, and accounts for Lambda's REPORT.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -118,6 +118,7 @@ pub(crate) struct Sandbox<L: Launcher> {
 
 /// How long `stop` waits for a launch that is still starting.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+const ISSUED_REMEMBERED: usize = 64;
 
 #[derive(Default)]
 struct State {
@@ -128,7 +129,9 @@ struct State {
     /// The next answer is the first of this sandbox (a cold start): it reports the init time.
     cold: bool,
     current: Option<Current>,
-    issued: HashSet<String>,
+    /// The latest request ids handed out (a warm sandbox serves any number: the oldest are
+    /// forgotten), so that a late post for one is told "wrong state", not "unknown".
+    issued: VecDeque<String>,
     ended: bool,
     init_error: Option<Bytes>,
     init_timed_out: bool,
@@ -222,7 +225,10 @@ impl<L: Launcher> Sandbox<L> {
         let start_line = format!("START RequestId: {request_id} Version: $LATEST");
         {
             let mut state = self.state();
-            state.issued.insert(request_id.clone());
+            if state.issued.len() == ISSUED_REMEMBERED {
+                state.issued.pop_front();
+            }
+            state.issued.push_back(request_id.clone());
             state.current = Some(Current {
                 request_id: request_id.clone(),
                 started: Instant::now(),
@@ -255,7 +261,9 @@ impl<L: Launcher> Sandbox<L> {
             let mut state = self.state();
             match &state.current {
                 Some(c) if c.request_id == request_id => state.current.take(),
-                _ if state.issued.contains(request_id) => return Err(Refusal::WrongState),
+                _ if state.issued.iter().any(|id| id == request_id) => {
+                    return Err(Refusal::WrongState);
+                }
                 _ => return Err(Refusal::UnknownRequest),
             }
         };
@@ -289,10 +297,18 @@ impl<L: Launcher> Sandbox<L> {
     }
 
     /// `/init/error`: remember the error for the invocation that waited for this sandbox, and
-    /// end the runtime, as Lambda does.
-    pub async fn init_failed(&self, body: Bytes) {
-        self.state().init_error = Some(body);
+    /// end the runtime, as Lambda does. Once the runtime has asked for work its init is over,
+    /// and a late `/init/error` is refused (`false`): it must not end a sandbox that serves.
+    pub async fn init_failed(&self, body: Bytes) -> bool {
+        {
+            let mut state = self.state();
+            if state.ready.is_some() {
+                return false;
+            }
+            state.init_error = Some(body);
+        }
         self.stop().await;
+        true
     }
 
     /// The init took longer than Lambda allows (10 s, then the function's timeout).

@@ -214,3 +214,73 @@ async fn invoke_and_serve_through_the_ssh_backend() {
     assert!(status.success(), "{status}");
     assert_eq!(image.containers(), "", "Ctrl-C left containers behind");
 }
+
+/// One raw HTTP/1.1 POST with the given extra header lines; the status code.
+fn raw_post(port: u16, host: &str, extra: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = "{}";
+    write!(
+        stream,
+        "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nHost: {host}\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"))
+}
+
+#[test]
+fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
+    let image = FunctionImage::build("origin");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut serve = Command::new(BIN)
+        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", dir.path().join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the Invoke API", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // Whatever serve keeps warm by itself, before any request.
+    let warm = wait_for("the warm sandbox", Duration::from_secs(30), || {
+        let names = image.containers();
+        (!names.is_empty()).then_some(names.lines().count())
+    });
+    let statuses = [
+        raw_post(port, &format!("evil.example:{port}"), ""),
+        raw_post(port, &format!("127.0.0.1.nip.io:{port}"), ""),
+        raw_post(
+            port,
+            &format!("127.0.0.1:{port}"),
+            "Origin: https://evil.example\r\n",
+        ),
+    ];
+    assert_eq!(statuses, [421, 421, 403]);
+    assert_eq!(
+        image.containers().lines().count(),
+        warm,
+        "a refused request launched a sandbox"
+    );
+    assert_eq!(raw_post(port, &format!("localhost:{port}"), ""), 200);
+    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
+    wait_for("serve to stop", Duration::from_secs(30), || {
+        serve.try_wait().unwrap()
+    });
+}
