@@ -390,12 +390,110 @@ fn validate_vm_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A non-empty string without control characters: these values reach command lines and the
+/// `ssh-config` block, where a newline would start a line of the project author's choosing.
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
     if text.trim().is_empty() {
         return Err(de::Error::custom("must not be empty"));
     }
+    if text.chars().any(char::is_control) {
+        return Err(de::Error::custom(
+            "must not contain control characters (a newline, a tab, …)",
+        ));
+    }
     Ok(Some(text))
+}
+
+/// A host or user name: one word, as ssh and its config file read it, and not an option.
+fn ssh_word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = non_empty(d)?.expect("non_empty gives a value");
+    if text.chars().any(char::is_whitespace) || text.starts_with('-') || text.contains('"') {
+        return Err(de::Error::custom(format!(
+            "{text:?} is not a host or user name: no spaces, quotes or leading '-'"
+        )));
+    }
+    Ok(Some(text))
+}
+
+/// A key file's path: `ssh-config` prints it in double quotes, which cannot themselves be quoted.
+fn identity_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = non_empty(d)?.expect("non_empty gives a value");
+    if text.contains('"') {
+        return Err(de::Error::custom("a key file's path must not contain '\"'"));
+    }
+    Ok(Some(text))
+}
+
+/// Refuse replica locations whose deletes could hit a home or system directory, however the
+/// path is spelled (`~/.`, `/root/./`, `//etc`). The machine checks again where the path
+/// really leads (symlinks, its own home) before it writes anything.
+pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
+    // The machine resolves a path that does not start at the root from the home directory.
+    let (home_relative, rest) = match dest.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
+        _ => (!dest.starts_with('/'), dest),
+    };
+    let mut parts = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "[sync] dest = \"{dest}\" climbs with \"..\"; name the directory itself, like \"~/n10n/<project>\""
+                ));
+            }
+            part => parts.push(part),
+        }
+    }
+    let system = |first: &str| {
+        matches!(
+            first,
+            "bin"
+                | "boot"
+                | "dev"
+                | "etc"
+                | "home"
+                | "lib"
+                | "lib64"
+                | "media"
+                | "mnt"
+                | "opt"
+                | "proc"
+                | "root"
+                | "run"
+                | "sbin"
+                | "srv"
+                | "sys"
+                | "tmp"
+                | "usr"
+                | "var"
+                | "Users"
+        )
+    };
+    let unsafe_place = match (home_relative, parts.as_slice()) {
+        (true, []) => Some("the home directory"),
+        (false, []) => Some("the root directory"),
+        (false, ["home" | "Users", _]) | (false, ["root"]) => Some("a home directory"),
+        (false, [first]) if system(first) => Some("a system directory"),
+        (false, ["usr" | "etc" | "proc" | "sys" | "dev" | "boot", ..]) => {
+            Some("a system directory")
+        }
+        _ => None,
+    };
+    match unsafe_place {
+        Some(what) => Err(format!(
+            "[sync] dest = \"{dest}\" is {what}: a sync deletes whatever in it is not part of the project; \
+             choose a directory of its own, like \"~/n10n/<project>\""
+        )),
+        None => Ok(()),
+    }
+}
+
+fn sync_dest<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let dest = non_empty(d)?.expect("non_empty gives a value");
+    check_dest(&dest).map_err(de::Error::custom)?;
+    Ok(Some(dest))
 }
 
 /// The file as written: every key optional, nothing unknown accepted.
@@ -437,20 +535,20 @@ struct RawVm {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSsh {
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(default, deserialize_with = "ssh_word")]
     host: Option<String>,
     #[serde(default, deserialize_with = "port")]
     port: Option<u16>,
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(default, deserialize_with = "ssh_word")]
     user: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(default, deserialize_with = "identity_path")]
     identity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(default, deserialize_with = "sync_dest")]
     dest: Option<String>,
     exclude: Option<Vec<String>>,
 }
@@ -661,6 +759,47 @@ mod tests {
     fn parse(text: &str) -> Result<Config> {
         let path = Path::new("n10n-dev.toml");
         RawConfig::parse(text, path)?.resolve("demo", Some((path, text)))
+    }
+
+    #[test]
+    fn dangerous_destinations_are_refused_however_spelled() {
+        for dest in [
+            "~",
+            "~/",
+            "~/.",
+            "~/./",
+            "~//",
+            "/",
+            "/.",
+            "//",
+            "",
+            "/home",
+            "/home/x/",
+            "/root/.",
+            "/etc",
+            "/usr",
+            "/usr/local",
+            "/var",
+            "/opt",
+            "/srv",
+            "/tmp/",
+            "/Users/me",
+            "~/../x",
+            ".",
+            "./",
+        ] {
+            assert!(check_dest(dest).is_err(), "{dest}");
+        }
+        for dest in [
+            "~/n10n/demo",
+            "~/./n10n/demo",
+            "/srv/builds/app",
+            "/home/x/n10n/app",
+            "/tmp/x/replica",
+            "code/app",
+        ] {
+            assert!(check_dest(dest).is_ok(), "{dest}");
+        }
     }
 
     #[test]

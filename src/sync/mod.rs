@@ -100,71 +100,6 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// Refuse replica locations whose deletes could hit a home or system directory, however the
-/// path is spelled (`~/.`, `/root/./`, `//etc`). The machine checks again where the path
-/// really leads (symlinks, its own home) before it writes anything.
-pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
-    // The machine resolves a path that does not start at the root from the home directory.
-    let (home_relative, rest) = match dest.strip_prefix('~') {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
-        _ => (!dest.starts_with('/'), dest),
-    };
-    let mut parts = Vec::new();
-    for part in rest.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                return Err(format!(
-                    "[sync] dest = \"{dest}\" climbs with \"..\"; name the directory itself, like \"~/n10n/<project>\""
-                ));
-            }
-            part => parts.push(part),
-        }
-    }
-    let system = |first: &str| {
-        matches!(
-            first,
-            "bin"
-                | "boot"
-                | "dev"
-                | "etc"
-                | "home"
-                | "lib"
-                | "lib64"
-                | "media"
-                | "mnt"
-                | "opt"
-                | "proc"
-                | "root"
-                | "run"
-                | "sbin"
-                | "srv"
-                | "sys"
-                | "tmp"
-                | "usr"
-                | "var"
-                | "Users"
-        )
-    };
-    let unsafe_place = match (home_relative, parts.as_slice()) {
-        (true, []) => Some("the home directory"),
-        (false, []) => Some("the root directory"),
-        (false, ["home" | "Users", _]) | (false, ["root"]) => Some("a home directory"),
-        (false, [first]) if system(first) => Some("a system directory"),
-        (false, ["usr" | "etc" | "proc" | "sys" | "dev" | "boot", ..]) => {
-            Some("a system directory")
-        }
-        _ => None,
-    };
-    match unsafe_place {
-        Some(what) => Err(format!(
-            "[sync] dest = \"{dest}\" is {what}: a sync deletes whatever in it is not part of the project; \
-             choose a directory of its own, like \"~/n10n/<project>\""
-        )),
-        None => Ok(()),
-    }
-}
-
 /// A sync under way. It starts on the local side (lock, record, scan in a blocking thread) before
 /// the SSH connection is up, so the scan overlaps the handshake.
 pub struct Pending {
@@ -195,7 +130,7 @@ pub fn last_sync(project: &Project, state: &StateDir) -> Result<Option<(SystemTi
 pub fn begin(project: &Project, state: &StateDir) -> Result<Pending> {
     let started = Instant::now();
     let dest = project.config.sync.dest.clone();
-    check_dest(&dest).map_err(Error::Usage)?;
+    crate::config::check_dest(&dest).map_err(Error::Usage)?;
     let record = record_path(state, project)?;
     let lock = Lock::acquire(&record.with_extension("lock"))?;
     let baseline = Baseline::load(&record);
@@ -589,47 +524,6 @@ fn new_replica_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dangerous_destinations_are_refused_however_spelled() {
-        for dest in [
-            "~",
-            "~/",
-            "~/.",
-            "~/./",
-            "~//",
-            "/",
-            "/.",
-            "//",
-            "",
-            "/home",
-            "/home/x/",
-            "/root/.",
-            "/etc",
-            "/usr",
-            "/usr/local",
-            "/var",
-            "/opt",
-            "/srv",
-            "/tmp/",
-            "/Users/me",
-            "~/../x",
-            ".",
-            "./",
-        ] {
-            assert!(check_dest(dest).is_err(), "{dest}");
-        }
-        for dest in [
-            "~/n10n/demo",
-            "~/./n10n/demo",
-            "/srv/builds/app",
-            "/home/x/n10n/app",
-            "/tmp/x/replica",
-            "code/app",
-        ] {
-            assert!(check_dest(dest).is_ok(), "{dest}");
-        }
-    }
 
     #[test]
     fn replica_ids_differ() {

@@ -329,3 +329,77 @@ fn an_impostor_at_a_recorded_agent_socket_receives_nothing() {
     let got = received.join().unwrap();
     assert!(got.is_empty(), "the impostor received {} bytes", got.len());
 }
+
+#[test]
+fn a_stale_forwarder_pidfile_never_gets_another_process_killed() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let vm_dir = project.home.path().join("vms/test-vm");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    std::fs::set_permissions(project.home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The forwarder died long ago; its pid now belongs to something else.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    std::fs::write(vm_dir.join("forwarder.pid"), bystander.id().to_string()).unwrap();
+    let _ = project.run(&["stop"]);
+    let _ = project.run(&["status"]);
+    let survived = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        survived,
+        "stop killed the process that now has the stale pid"
+    );
+    assert!(
+        !vm_dir.join("forwarder.pid").exists(),
+        "the stale pidfile is still there"
+    );
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("a.txt", "a");
+    std::fs::set_permissions(project.home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = project.run(&["sync"]);
+    assert_exit_saying(&out, 1, "can be written by other users (mode 777)");
+    assert!(stderr(&out).contains(&project.home.path().display().to_string()));
+    assert!(!project.replica().join("a.txt").exists());
+    // One that others can only read is closed to them, and used.
+    std::fs::set_permissions(project.home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.ok(&["sync"]);
+    let mode = std::fs::metadata(project.home.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_project_config_cannot_inject_lines_into_ssh_config() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    for (key, value) in [
+        ("user", r#""dev\nProxyCommand sh -c 'touch /tmp/pwned'""#),
+        ("host", r#""build.example.com ProxyCommand=evil""#),
+        ("host", r#""-oProxyCommand=evil""#),
+        ("identity", r#""~/.ssh/id\"\n  ProxyCommand evil""#),
+    ] {
+        let host = match key {
+            "host" => value.to_string(),
+            _ => "\"127.0.0.1\"".to_string(),
+        };
+        let mut text =
+            format!("[vm]\nbackend = \"ssh\"\nname = \"test-vm\"\n[ssh]\nhost = {host}\n");
+        if key != "host" {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+        std::fs::write(project.root().join("n10n-dev.toml"), &text).unwrap();
+        let out = project.run(&["ssh-config"]);
+        assert_exit_saying(&out, 2, "n10n-dev.toml:");
+        assert!(stdout(&out).is_empty(), "{key}: {}", stdout(&out));
+    }
+}
