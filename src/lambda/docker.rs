@@ -76,13 +76,15 @@ impl DockerLauncher {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for (key, value) in &launch.env {
+        // Names only: `docker run` takes each value from its own environment, which the line
+        // reads from stdin (see `exports`). Values in arguments would show in every user's `ps`.
+        for key in launch.env.iter().map(|(key, _)| key) {
             args.push("-e".into());
-            args.push(format!("{key}={value}"));
+            args.push(key.clone());
         }
         args.push(self.image.clone());
         args.extend(launch.handler.clone());
-        format!("exec {} 2>&1", quote::join(&args))
+        format!("eval \"$(cat)\" && exec {} 2>&1", quote::join(&args))
     }
 
     /// Run a short shell command where the containers run; its stdout when it succeeded.
@@ -107,6 +109,18 @@ impl DockerLauncher {
     }
 }
 
+/// The sandbox's environment as shell `export` lines, for the launch line to read from stdin.
+fn exports(env: &[(String, String)]) -> String {
+    env.iter()
+        .map(|(key, value)| {
+            format!(
+                "export {}\n",
+                quote::quote(format!("{key}={value}").as_bytes())
+            )
+        })
+        .collect()
+}
+
 impl Launcher for DockerLauncher {
     async fn listen(&self) -> Result<RuntimeListener> {
         match &self.session {
@@ -127,20 +141,33 @@ impl Launcher for DockerLauncher {
             launches.retain(|_, gone| !*gone.borrow());
             launches.insert(name.clone(), gone_receiver);
         }
+        let exports = exports(&launch.env);
         match &self.session {
             Some(session) => {
                 let channel = session.open_exec(&line).await?;
+                channel
+                    .data(exports.as_bytes())
+                    .await
+                    .map_err(|e| Error::Remote(format!("cannot start {name}: {e}")))?;
+                let _ = channel.eof().await;
                 tokio::spawn(follow_channel(channel, lines, finish));
             }
             None => {
                 let mut child = tokio::process::Command::new("sh")
                     .args(["-c", &line])
-                    .stdin(Stdio::null())
+                    .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(|e| Error::io("cannot run docker", e))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    stdin
+                        .write_all(exports.as_bytes())
+                        .await
+                        .map_err(|e| Error::io("cannot start docker run", e))?;
+                }
                 let stdout = child.stdout.take();
                 let stderr = child.stderr.take();
                 tokio::spawn(async move {

@@ -43,15 +43,16 @@ pub struct RemoteCommand {
 impl RemoteCommand {
     /// The line handed to the remote login shell. It prints its PID, then becomes a login shell
     /// (so PATH has what ~/.profile adds, such as rustup's), changes directory and execs the command.
-    pub(super) fn script(&self) -> String {
+    /// The environment's values are not in it (a command line shows in every user's `ps`): they
+    /// wait in `env_file` (see `Session::stage_env`), which the line reads and removes.
+    pub(super) fn script(&self, env_file: Option<&str>) -> String {
         let dir = quote::quote_path(&self.dir);
-        let mut inner = format!("mkdir -p -- {dir} && cd -- {dir}");
-        for (key, value) in &self.env {
-            inner.push_str(&format!(
-                " && export {}",
-                quote::quote(format!("{key}={value}").as_bytes())
-            ));
+        let mut inner = String::new();
+        if let Some(file) = env_file {
+            let file = quote::quote(file.as_bytes());
+            inner.push_str(&format!(". {file} && rm -f -- {file} && "));
         }
+        inner.push_str(&format!("mkdir -p -- {dir} && cd -- {dir}"));
         if self.command_line.is_empty() {
             inner.push_str(" && exec \"${SHELL:-/bin/sh}\" -l");
         } else {
@@ -171,7 +172,9 @@ impl Session {
 
     async fn run_attached(&self, command: &RemoteCommand, via_agent: bool) -> Result<ExitCode> {
         let mut signals = StopSignals::install()?;
-        let (mut events, writer) = self.start_streaming(&command.script(), via_agent).await?;
+        let env_file = self.stage_env(&command.env).await?;
+        let script = command.script(env_file.as_deref());
+        let (mut events, writer) = self.start_streaming(&script, via_agent).await?;
         let writer = Arc::new(writer);
         let stdin_task = tokio::spawn(forward_stdin(writer.clone()));
 
@@ -236,6 +239,38 @@ impl Session {
         let _ = stderr.write_all(&pid_line.feed(&[]));
         status
             .ok_or_else(|| self.lost("no exit status arrived before the connection closed".into()))
+    }
+
+    /// Put `env` on the machine, as `export` lines in a file only the user can read, for a
+    /// command's line to source; `None` when there is nothing to put.
+    pub(super) async fn stage_env(&self, env: &[(String, String)]) -> Result<Option<String>> {
+        if env.is_empty() {
+            return Ok(None);
+        }
+        let exports: String = env
+            .iter()
+            .map(|(key, value)| {
+                format!(
+                    "export {}\n",
+                    quote::quote(format!("{key}={value}").as_bytes())
+                )
+            })
+            .collect();
+        let job = self
+            .start_job(
+                None,
+                "umask 077 && f=$(mktemp \"${TMPDIR:-/tmp}/n10n-env.XXXXXX\") && cat > \"$f\" && printf %s \"$f\"",
+            )
+            .await?;
+        job.writer
+            .data(exports.as_bytes())
+            .await
+            .map_err(|e| self.lost(super::describe(&e)))?;
+        let staged = job
+            .finish()
+            .await?
+            .success("putting the environment in place")?;
+        Ok(Some(String::from_utf8_lossy(&staged).into_owned()))
     }
 
     /// Open a channel running `script`: through the agent's streaming mode when asked and one
@@ -420,8 +455,15 @@ mod tests {
             env: vec![("GREETING".into(), "it's $HOME; `x`".into())],
             command_line: quote::join(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$PWD\""]),
         };
+        let env_file = home.path().join("env");
+        std::fs::write(&env_file, "export 'GREETING=it'\\''s $HOME; `x`'\n").unwrap();
+        let script = command.script(Some(env_file.to_str().unwrap()));
+        assert!(
+            !script.contains("`x`"),
+            "the value is in the command line: {script}"
+        );
         let out = std::process::Command::new("sh")
-            .args(["-c", &command.script()])
+            .args(["-c", &script])
             .env("HOME", home.path())
             .env("SHELL", "/bin/sh")
             .output()
@@ -430,5 +472,6 @@ mod tests {
         let dir = home.path().join("n10n/my proj");
         assert_eq!(stdout, format!("it's $HOME; `x`|{}", dir.display()));
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("n10n-pid:"));
+        assert!(!env_file.exists(), "the environment file is left behind");
     }
 }

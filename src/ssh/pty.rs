@@ -75,7 +75,11 @@ impl Session {
             .request_pty(true, &term, cols, rows, 0, 0, &[])
             .await
             .map_err(lost)?;
-        channel.exec(true, command.script()).await.map_err(lost)?;
+        let env_file = self.stage_env(&command.env).await?;
+        channel
+            .exec(true, command.script(env_file.as_deref()))
+            .await
+            .map_err(lost)?;
 
         let _raw = RawMode::enter();
         let (mut reader, writer) = channel.split();

@@ -284,3 +284,52 @@ fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
         serve.try_wait().unwrap()
     });
 }
+
+#[test]
+fn environment_values_never_show_in_any_process_s_arguments() {
+    let image = FunctionImage::build("secret");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("s3cr3t-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        format!("[vm]\nbackend = \"native\"\n[lambda]\nenv = {{ N10N_TEST_VAR = \"{secret}\" }}\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut serve = Command::new(BIN)
+        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", dir.path().join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the warm sandbox", Duration::from_secs(30), || {
+        (!image.containers().is_empty()).then_some(())
+    });
+    let ps = stdout(&run_ok("ps", &["-eww", "-o", "args"]));
+    let answer = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
+    wait_for("serve to stop", Duration::from_secs(30), || {
+        serve.try_wait().unwrap()
+    });
+    assert!(
+        answer.contains(&format!("\"custom\":\"{secret}\"")),
+        "{answer}"
+    );
+    let shown: Vec<&str> = ps.lines().filter(|l| l.contains(&secret)).collect();
+    assert!(shown.is_empty(), "in ps: {shown:?}");
+}

@@ -403,3 +403,34 @@ fn a_project_config_cannot_inject_lines_into_ssh_config() {
         assert!(stdout(&out).is_empty(), "{key}: {}", stdout(&out));
     }
 }
+
+#[test]
+fn run_environment_values_never_show_in_the_machine_s_process_list() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let secret = format!("s3cr3t-{}", std::process::id());
+    let out = project
+        .cmd(&[
+            "run",
+            "-e",
+            "N10N_SECRET",
+            "--",
+            "sh",
+            "-c",
+            "ps -eww -o args; echo \"got=$N10N_SECRET\"",
+        ])
+        .env("N10N_SECRET", &secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = stdout(&out);
+    let shown: Vec<&str> = listing.lines().filter(|l| l.contains(&secret)).collect();
+    assert_eq!(shown, [format!("got={secret}")], "the value shows in ps");
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("n10n-env."))
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&secret)))
+        .count();
+    assert_eq!(leftovers, 0, "the environment file was left behind");
+}
