@@ -242,9 +242,8 @@ impl Client {
             })?;
             let names = page["tags"].as_array().cloned().unwrap_or_default();
             tags.extend(names.iter().filter_map(|t| t.as_str().map(str::to_string)));
-            match next {
-                Some(next) if next.starts_with('/') => url = format!("{}{next}", self.base),
-                Some(next) => url = next,
+            match next? {
+                Some(next) => url = self.same_origin(&next, "a tag list's next page")?,
                 None => return Ok(tags),
             }
         }
@@ -306,7 +305,32 @@ impl Client {
         }
     }
 
-    /// The token flow of the distribution spec: anonymous, or with the user's credentials.
+    /// `target` (absolute, or relative to the registry) when it is on the registry's own origin
+    /// (scheme, host and port): a registry's answer must not send n10n-dev, and the
+    /// authorization it holds for the registry, anywhere else.
+    fn same_origin(&self, target: &str, what: &str) -> Result<String> {
+        let base = reqwest::Url::parse(&self.base)
+            .map_err(|e| Error::Other(format!("{} is not a URL: {e}", self.base)))?;
+        let url = base.join(target).map_err(|e| {
+            Error::Other(format!(
+                "{} sent {what} that is not a URL ({target:?}): {e}",
+                self.registry
+            ))
+        })?;
+        if url.origin() != base.origin() {
+            return Err(Error::Other(format!(
+                "{} sent {what} on another server ({}); n10n-dev follows it only on {}",
+                self.registry,
+                url.origin().ascii_serialization(),
+                base.origin().ascii_serialization()
+            )));
+        }
+        Ok(url.into())
+    }
+
+    /// The token flow of the distribution spec: anonymous, or with the user's credentials. The
+    /// credentials go only to a token service on the registry's own origin; one elsewhere
+    /// (Docker Hub's) is asked anonymously, over HTTPS.
     async fn bearer_token(&self, params: &HashMap<String, String>, scope: &str) -> Result<String> {
         let realm = params.get("realm").ok_or_else(|| {
             Error::Other(format!(
@@ -314,12 +338,17 @@ impl Client {
                 self.registry
             ))
         })?;
+        let (realm, credentials) = match self.same_origin(realm, "a token service") {
+            Ok(own) => (own, self.credentials.as_ref()),
+            Err(_) => (self.foreign_realm(realm)?, None),
+        };
+        let realm = realm.as_str();
         let mut query = vec![("scope", scope)];
         if let Some(service) = params.get("service") {
             query.push(("service", service));
         }
         let mut request = self.http.get(realm).query(&query);
-        if let Some(c) = &self.credentials {
+        if let Some(c) = credentials {
             request = request.header(AUTHORIZATION, basic(c));
         }
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
@@ -348,6 +377,34 @@ impl Client {
                 ))
             })?;
         Ok(format!("Bearer {token}"))
+    }
+
+    /// A token service on another origin: only over HTTPS (plain HTTP only to a loopback
+    /// address), and never with the user's credentials.
+    fn foreign_realm(&self, realm: &str) -> Result<String> {
+        let url = reqwest::Url::parse(realm).map_err(|e| {
+            Error::Other(format!(
+                "{} sent a token service that is not a URL ({realm:?}): {e}",
+                self.registry
+            ))
+        })?;
+        let loopback = url
+            .host_str()
+            .is_some_and(|host| is_loopback(&format!("{host}:0")));
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(Error::Other(format!(
+                "{} sent a token service over plain HTTP ({realm}); n10n-dev asks one only over HTTPS",
+                self.registry
+            )));
+        }
+        if self.credentials.is_some() {
+            tracing::info!(
+                "{}'s token service is on another server ({}): asking it without your credentials",
+                self.registry,
+                url.origin().ascii_serialization()
+            );
+        }
+        Ok(url.into())
     }
 
     /// Turn a final answer that is not a success into a clear error.
@@ -416,12 +473,17 @@ impl Client {
     }
 }
 
+/// `localhost`, or an address (not a name) in 127.0.0.0/8 or `::1`: `127.example.com` is a name
+/// anyone can point anywhere.
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => registry.split(':').next().unwrap_or_default(),
     };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -489,16 +551,25 @@ fn parse_challenge(challenge: &str) -> (String, HashMap<String, String>) {
     (scheme.to_string(), params)
 }
 
-/// The `rel="next"` target of a `Link` header.
-fn next_link(headers: &HeaderMap) -> Option<String> {
+/// The `rel="next"` target of a `Link` header (`<url>; rel="next"`); an error when the part
+/// that says `next` has no `<…>` in that order.
+fn next_link(headers: &HeaderMap) -> Result<Option<String>> {
     let link = header_text(headers, LINK);
-    link.split(',')
+    let Some(part) = link
+        .split(',')
         .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
-        .and_then(|part| {
-            let start = part.find('<')? + 1;
-            let end = part.find('>')?;
-            Some(part[start..end].to_string())
-        })
+    else {
+        return Ok(None);
+    };
+    let target = part
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(target, _)| target.to_string());
+    target.map(Some).ok_or_else(|| {
+        Error::Other(format!(
+            "the registry sent a Link header without a <URL>: {link:?}"
+        ))
+    })
 }
 
 /// `: CODE: message` from a registry's `{"errors":[…]}` body, or nothing.
@@ -561,9 +632,13 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            next_link(&headers).as_deref(),
+            next_link(&headers).unwrap().as_deref(),
             Some("/v2/x/tags/list?n=2&last=b")
         );
+        for broken in ["/v2/x>; rel=\"next\"", ">/v2/x<; rel=\"next\"", "rel=next"] {
+            headers.insert(LINK, broken.parse().unwrap());
+            assert!(next_link(&headers).is_err(), "{broken}");
+        }
         assert_eq!(
             registry_error_text(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no repo"}]}"#),
             " (NAME_UNKNOWN: no repo)"
@@ -572,9 +647,87 @@ mod tests {
             is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:5000")
         );
         assert!(!is_loopback("public.ecr.aws") && !is_loopback("10.0.0.1:5000"));
+        assert!(!is_loopback("127.example.com:5000") && !is_loopback("127.0.0.1.nip.io"));
         assert_eq!(
             sha256_digest(b""),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    /// A one-answer-per-connection HTTP server on loopback: what it received, in order.
+    fn server(
+        answer: impl Fn(&str) -> String + Send + 'static,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sender, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let _ = stream.write_all(answer(&request).as_bytes());
+                let _ = sender.send(request);
+            }
+        });
+        (port, received)
+    }
+
+    fn credentials() -> Option<Credentials> {
+        Some(Credentials {
+            username: "u".into(),
+            password: "the-password".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn credentials_never_follow_a_link_or_a_realm_to_another_server() {
+        let (elsewhere, seen_elsewhere) = server(|_| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"token\":\"anon\"}"
+                .into()
+        });
+        // A registry that wants basic auth, then points its next page at another server.
+        let (registry, _) = server(move |request| {
+            match request.to_ascii_lowercase().contains("authorization: basic") {
+            false => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+            true => format!(
+                "HTTP/1.1 200 OK\r\nLink: <http://127.0.0.1:{elsewhere}/v2/x/tags/list?last=a>; rel=\"next\"\r\n\
+                 Content-Length: 25\r\nConnection: close\r\n\r\n{{\"name\":\"x\",\"tags\":[\"a\"]}}"
+            ),
+        }
+        });
+        let client = Client::new(&format!("127.0.0.1:{registry}"), credentials()).unwrap();
+        let error = client.tags("x").await.unwrap_err().to_string();
+        assert!(error.contains("on another server"), "{error}");
+        assert!(
+            seen_elsewhere.try_recv().is_err(),
+            "the other server was contacted"
+        );
+
+        // A bearer challenge whose token service is on another server: asked without them.
+        let (registry, _) = server(move |request| {
+            match request.to_ascii_lowercase().contains("authorization: bearer anon") {
+            false => format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{elsewhere}/token\",service=\"s\"\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+            true => "HTTP/1.1 200 OK\r\nContent-Length: 25\r\nConnection: close\r\n\r\n{\"name\":\"x\",\"tags\":[\"a\"]}".into(),
+        }
+        });
+        let client = Client::new(&format!("127.0.0.1:{registry}"), credentials()).unwrap();
+        assert_eq!(client.tags("x").await.unwrap(), ["a"]);
+        let token_request = seen_elsewhere.recv().unwrap();
+        assert!(
+            !token_request.to_ascii_lowercase().contains("authorization"),
+            "{token_request}"
         );
     }
 }
