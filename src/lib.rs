@@ -20,6 +20,7 @@ pub mod image;
 pub mod lambda;
 pub mod local;
 pub mod machine;
+pub mod own_ports;
 pub mod progress;
 pub mod provision;
 pub mod push;

@@ -77,7 +77,16 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
         .await?
         .map(Arc::new);
     let platform = runnable_platform(session.as_deref(), ctx, &image).await?;
-    let launcher = Arc::new(DockerLauncher::new(session, image.clone(), platform));
+    let own_ports = session
+        .is_some()
+        .then(|| ctx.forwarder_paths().map(|p| p.own_ports))
+        .transpose()?;
+    let launcher = Arc::new(DockerLauncher::new(
+        session,
+        image.clone(),
+        platform,
+        own_ports,
+    ));
     match event {
         Some(payload) => {
             let function = functions.into_iter().next().expect("one function");

@@ -51,6 +51,13 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
              (`n10n-dev build-image`)"
         ))
     })?;
+    if let Some(session) = &session {
+        say_where_credentials_go(
+            &vm_dir,
+            &target.repository.registry,
+            &session.endpoint().host,
+        )?;
+    }
     let platform = push::platform_parameter(engine.api_version().await?, &facts);
     let name = target.repository.repository_name();
     let mut digest = String::new();
@@ -86,6 +93,25 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
     };
     writeln!(std::io::stdout(), "{shown}")
         .map_err(|e| Error::io("cannot write to standard output", e))
+}
+
+/// The registry credentials resolved here travel to the engine that pushes, on the build
+/// machine. A VM is this machine's own; a host elsewhere (perhaps named by a project config
+/// someone else wrote) is named the first time it is to receive a registry's credentials.
+fn say_where_credentials_go(vm_dir: &std::path::Path, registry: &str, host: &str) -> Result<()> {
+    if crate::ssh::is_loopback_host(host) {
+        return Ok(());
+    }
+    let record = vm_dir.join("credentials-sent");
+    let pair = format!("{registry} {host}");
+    let known = std::fs::read_to_string(&record).unwrap_or_default();
+    if known.lines().any(|line| line == pair) {
+        return Ok(());
+    }
+    eprintln!(
+        "push: your credentials for {registry} go to the Docker engine on {host} ([ssh] host),          which pushes with them; said once per registry and host"
+    );
+    crate::state::write_atomically(&record, format!("{known}{pair}\n").as_bytes())
 }
 
 /// `--to`, else `[push] repository`: `host/name`, without tag or digest.

@@ -32,6 +32,8 @@ pub struct Paths {
     pub log: PathBuf,
     pub status: PathBuf,
     pub lock: PathBuf,
+    /// The machine's ports n10n-dev's own remote forwards hold (see `own_ports`): not followed.
+    pub own_ports: PathBuf,
 }
 
 impl Paths {
@@ -43,6 +45,7 @@ impl Paths {
             log: vm_dir.join("forwarder.log"),
             status: vm_dir.join("forwarder.json"),
             lock: vm_dir.join("forwarder.lock"),
+            own_ports: vm_dir.join("own-ports"),
         }
     }
 

@@ -121,7 +121,12 @@ struct Auto {
 impl Auto {
     /// Serve the ports newly listening in the machine, stop serving those gone, and publish.
     async fn follow(&mut self, link: &Arc<Link>, listening: Vec<Listening>) {
-        let ports: BTreeMap<u16, Listening> = listening.into_iter().map(|l| (l.port, l)).collect();
+        let own = crate::own_ports::claimed(&link.paths.own_ports);
+        let ports: BTreeMap<u16, Listening> = listening
+            .into_iter()
+            .filter(|l| !own.contains(&l.port))
+            .map(|l| (l.port, l))
+            .collect();
         self.served.retain(|port, _| ports.contains_key(port));
         self.not_served.retain(|port, _| ports.contains_key(port));
         for (port, listening) in &ports {

@@ -38,7 +38,7 @@ pub(crate) struct Link {
     /// backoff (the first `docker ps` after the laptop wakes should not wait up to 5 s more).
     wanted: Notify,
     status: Mutex<Status>,
-    paths: Paths,
+    pub(crate) paths: Paths,
 }
 
 impl Link {

@@ -4,6 +4,7 @@
 //! reached from the machine through an SSH remote forward bound to its loopback.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ pub struct DockerLauncher {
     prefix: String,
     /// Each launch's `docker run`, by container name: true once it has exited.
     gone: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Where the machine's ports held by the sandboxes' forwards are claimed (see `own_ports`).
+    own_ports: Option<PathBuf>,
 }
 
 /// How long `stop` keeps removing a container whose `docker run` has not exited.
@@ -45,13 +48,19 @@ impl Finish {
 }
 
 impl DockerLauncher {
-    pub fn new(session: Option<Arc<Session>>, image: String, platform: String) -> DockerLauncher {
+    pub fn new(
+        session: Option<Arc<Session>>,
+        image: String,
+        platform: String,
+        own_ports: Option<PathBuf>,
+    ) -> DockerLauncher {
         DockerLauncher {
             session,
             image,
             platform,
             prefix: format!("n10n-invoke-{}-", std::process::id()),
             gone: Mutex::default(),
+            own_ports,
         }
     }
 
@@ -124,7 +133,9 @@ fn exports(env: &[(String, String)]) -> String {
 impl Launcher for DockerLauncher {
     async fn listen(&self) -> Result<RuntimeListener> {
         match &self.session {
-            Some(session) => Ok(RuntimeListener::remote(session.listen_remote().await?)),
+            Some(session) => {
+                RuntimeListener::remote(session.listen_remote().await?, self.own_ports.as_deref())
+            }
             None => RuntimeListener::local().await,
         }
     }

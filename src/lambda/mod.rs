@@ -11,6 +11,7 @@ mod sandbox;
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -194,6 +195,8 @@ pub struct RuntimeListener {
     /// The value of `AWS_LAMBDA_RUNTIME_API` (`127.0.0.1:port`, as the runtime sees it).
     pub address: String,
     incoming: Incoming,
+    /// The machine's port, claimed as n10n-dev's own while the forward lives.
+    _claim: Option<crate::own_ports::Claim>,
 }
 
 enum Incoming {
@@ -214,15 +217,21 @@ impl RuntimeListener {
         Ok(RuntimeListener {
             address: format!("127.0.0.1:{port}"),
             incoming: Incoming::Tcp(listener),
+            _claim: None,
         })
     }
 
-    /// A port on the build machine's loopback, forwarded here over SSH.
-    pub fn remote(listener: RemoteListener) -> RuntimeListener {
-        RuntimeListener {
+    /// A port on the build machine's loopback, forwarded here over SSH; claimed in
+    /// `own_ports` (see `own_ports`) so that the forwarder leaves it alone.
+    pub fn remote(listener: RemoteListener, own_ports: Option<&Path>) -> Result<RuntimeListener> {
+        let claim = own_ports
+            .map(|dir| crate::own_ports::claim(dir, listener.port))
+            .transpose()?;
+        Ok(RuntimeListener {
             address: format!("127.0.0.1:{}", listener.port),
             incoming: Incoming::Remote(listener),
-        }
+            _claim: claim,
+        })
     }
 
     fn accept(&mut self) -> Accepting<'_> {

@@ -66,7 +66,7 @@ impl fmt::Display for Endpoint {
 
 /// One authenticated connection. Every command, sync and shell opens channels on it.
 pub struct Session {
-    handle: Handle<Client>,
+    handle: Arc<Handle<Client>>,
     endpoint: Endpoint,
     /// The remote agent, once a sync has found one: helper jobs go through it.
     agent: Mutex<Option<Agent>>,
@@ -83,6 +83,9 @@ pub struct RemoteListener {
     pub port: u16,
     incoming: mpsc::UnboundedReceiver<russh::Channel<client::Msg>>,
     forwards: Forwards,
+    /// To cancel the forward on the machine when this is dropped: else sshd keeps listening
+    /// there for as long as the connection lasts.
+    handle: std::sync::Weak<Handle<Client>>,
 }
 
 impl RemoteListener {
@@ -101,7 +104,27 @@ impl Drop for RemoteListener {
             .lock()
             .expect("not poisoned")
             .remove(&u32::from(self.port));
+        if let (Some(handle), Ok(runtime)) =
+            (self.handle.upgrade(), tokio::runtime::Handle::try_current())
+        {
+            let port = u32::from(self.port);
+            runtime.spawn(async move {
+                if let Err(e) = handle.cancel_tcpip_forward("127.0.0.1", port).await {
+                    tracing::debug!("cancelling the forward of port {port}: {}", describe(&e));
+                }
+            });
+        }
     }
+}
+
+/// An address on this machine's loopback (a VM's forwarded SSH port), by its IP or `localhost`.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What the host-key callback saw, read back after the handshake to build a precise error.
@@ -298,15 +321,27 @@ impl Session {
         // Pin only after authentication: a host that cannot authenticate us is not the one we meant.
         if let Some(HostKeyOutcome::New(key)) = &seen {
             endpoint.pin().record(key)?;
-            tracing::info!(
-                "pinned host key {} for {}",
-                fingerprint(key),
-                endpoint.host_key_alias
-            );
+            // A VM is reached on this machine's loopback, and n10n-dev made it; a host
+            // elsewhere is trusted on first use, so the user is told which key, as ssh does.
+            if is_loopback_host(&endpoint.host) {
+                tracing::info!(
+                    "pinned host key {} for {}",
+                    fingerprint(key),
+                    endpoint.host_key_alias
+                );
+            } else {
+                eprintln!(
+                    "n10n-dev: first connection to {}:{}: its host key {} is now pinned for {};                      a different key will be refused",
+                    endpoint.host,
+                    endpoint.port,
+                    fingerprint(key),
+                    endpoint.host_key_alias
+                );
+            }
         }
         tracing::debug!("connected to {endpoint} in {:.0?}", started.elapsed());
         Ok(Session {
-            handle,
+            handle: Arc::new(handle),
             endpoint: endpoint.clone(),
             agent: Mutex::new(None),
             forwards,
@@ -360,6 +395,7 @@ impl Session {
             port: u16::try_from(port).unwrap_or_default(),
             incoming,
             forwards: self.forwards.clone(),
+            handle: Arc::downgrade(&self.handle),
         })
     }
 

@@ -199,4 +199,41 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn directories_and_links_that_vanish_during_a_scan_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        fs::write(root.join("kept.txt"), "k").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A tool's temp dir (and a link in it) made and removed over and over, not ignored.
+        let churn = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tmp = root.join("tmp-build");
+                    for i in 0..20 {
+                        let _ = fs::create_dir_all(tmp.join(format!("d{i}/e/f")));
+                        let _ = symlink("kept.txt", tmp.join(format!("d{i}/link")));
+                    }
+                    let _ = fs::remove_dir_all(&tmp);
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut failures = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Err(e) = scan(&mut Rules::new(&root, &[]).unwrap()) {
+                failures.push(e.to_string());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} scans failed: {:?}",
+            failures.len(),
+            failures.first()
+        );
+    }
 }
