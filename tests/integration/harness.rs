@@ -441,6 +441,47 @@ pub fn replica_snapshot(
     snapshot(&project.replica(), skip)
 }
 
+/// Where the sync agent of the replica at `root` listens, under `tmp` (the sessions' TMPDIR):
+/// named by the replica and the user's groups, as `sync::remote` names it.
+pub fn agent_socket(tmp: &Path, root: &Path) -> PathBuf {
+    let groups = run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "printf '%s %s' '{}' \"$(id -G \"$(id -un)\")\" | cksum | cut -d ' ' -f 1",
+                root.display()
+            ),
+        ],
+    );
+    let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
+    tmp.join(format!("n10n-dev-{}", uid.trim())).join(format!(
+        "agent-v4-{}.sock",
+        String::from_utf8(groups.stdout).unwrap().trim()
+    ))
+}
+
+impl Project {
+    /// Wait until a sync under way has staged more than 1 MB of `name` beside the replica.
+    pub fn wait_for_staged(&self, name: &str) {
+        let meta = self.replica().with_file_name(".replica.n10n-dev");
+        wait_for(
+            &format!("part of {name} to be staged"),
+            Duration::from_secs(60),
+            || {
+                let staging = std::fs::read_dir(&meta)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
+                std::fs::metadata(staging.path().join(name))
+                    .ok()
+                    .filter(|m| m.len() > 1_000_000)
+                    .map(|_| ())
+            },
+        );
+    }
+}
+
 /// `n10n-dev run --no-sync -- sleep SECONDS` (SECONDS unique per test, so the remote process
 /// can be found), seen running on the "remote"; that sleep is killed when this is dropped.
 pub struct RemoteSleep {

@@ -215,20 +215,36 @@ async fn invoke_and_serve_through_the_ssh_backend() {
     assert_eq!(image.containers(), "", "Ctrl-C left containers behind");
 }
 
-/// One raw HTTP/1.1 POST with the given extra header lines; the status code.
-fn raw_post(port: u16, host: &str, extra: &str) -> u16 {
+/// `invoke IMAGE --serve --port PORT` on the native backend in `dir`.
+fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> std::process::Child {
+    Command::new(BIN)
+        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
+        .current_dir(dir)
+        .env("N10N_DEV_HOME", dir.join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// One raw HTTP/1.1 POST of `{}` with the given Host and extra header lines; the whole answer.
+fn raw_post(port: u16, host: &str, extra: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let body = "{}";
     write!(
         stream,
         "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nHost: {host}\r\n{extra}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The status code of `raw_post`'s answer.
+fn status(answer: &str) -> u16 {
     answer
         .split(' ')
         .nth(1)
@@ -246,15 +262,7 @@ fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
     )
     .unwrap();
     let port = free_port();
-    let mut serve = Command::new(BIN)
-        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", dir.path().join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = native_serve(dir.path(), &image, port);
     wait_for("the Invoke API", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
@@ -264,13 +272,13 @@ fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
         (!names.is_empty()).then_some(names.lines().count())
     });
     let statuses = [
-        raw_post(port, &format!("evil.example:{port}"), ""),
-        raw_post(port, &format!("127.0.0.1.nip.io:{port}"), ""),
-        raw_post(
+        status(&raw_post(port, &format!("evil.example:{port}"), "")),
+        status(&raw_post(port, &format!("127.0.0.1.nip.io:{port}"), "")),
+        status(&raw_post(
             port,
             &format!("127.0.0.1:{port}"),
             "Origin: https://evil.example\r\n",
-        ),
+        )),
     ];
     assert_eq!(statuses, [421, 421, 403]);
     assert_eq!(
@@ -278,7 +286,10 @@ fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
         warm,
         "a refused request launched a sandbox"
     );
-    assert_eq!(raw_post(port, &format!("localhost:{port}"), ""), 200);
+    assert_eq!(
+        status(&raw_post(port, &format!("localhost:{port}"), "")),
+        200
+    );
     unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
     wait_for("serve to stop", Duration::from_secs(30), || {
         serve.try_wait().unwrap()
@@ -296,32 +307,12 @@ fn environment_values_never_show_in_any_process_s_arguments() {
     )
     .unwrap();
     let port = free_port();
-    let mut serve = Command::new(BIN)
-        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", dir.path().join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = native_serve(dir.path(), &image, port);
     wait_for("the warm sandbox", Duration::from_secs(30), || {
         (!image.containers().is_empty()).then_some(())
     });
     let ps = stdout(&run_ok("ps", &["-eww", "-o", "args"]));
-    let answer = {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            stream,
-            "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    };
+    let answer = raw_post(port, &format!("127.0.0.1:{port}"), "");
     unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
     wait_for("serve to stop", Duration::from_secs(30), || {
         serve.try_wait().unwrap()

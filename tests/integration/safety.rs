@@ -221,16 +221,7 @@ fn a_file_swapped_for_a_symlink_mid_sync_does_not_send_its_target() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let meta = project.replica().with_file_name(".replica.n10n-dev");
-    wait_for("a-big.bin to be staged", Duration::from_secs(60), || {
-        let staging = std::fs::read_dir(&meta)
-            .ok()?
-            .filter_map(Result::ok)
-            .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
-        std::fs::metadata(staging.path().join("a-big.bin"))
-            .ok()
-            .filter(|m| m.len() > 1_000_000)
-    });
+    project.wait_for_staged("a-big.bin");
     // What a `git checkout` does: the file is replaced by a symlink.
     let swapped = project.root().join("z-config.txt");
     std::fs::remove_file(&swapped).unwrap();
@@ -254,26 +245,12 @@ fn a_squatted_agent_directory_gets_no_connection() {
     project.write("secret.txt", "project secrets");
     std::fs::create_dir_all(project.replica()).unwrap();
     let root = project.replica().canonicalize().unwrap();
-    let groups = run_ok(
-        "sh",
-        &[
-            "-c",
-            &format!(
-                "printf '%s %s' '{}' \"$(id -G \"$(id -un)\")\" | cksum | cut -d ' ' -f 1",
-                root.display()
-            ),
-        ],
-    );
-    let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
+    let socket = agent_socket(tmp.path(), &root);
     // Another user made the directory first (here: open to everyone) and listens where the
     // agent would.
-    let dir = tmp.path().join(format!("n10n-dev-{}", uid.trim()));
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let socket = dir.join(format!(
-        "agent-v4-{}.sock",
-        String::from_utf8(groups.stdout).unwrap().trim()
-    ));
+    let dir = socket.parent().unwrap();
+    std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let squatter = UnixListener::bind(&socket).unwrap();
     squatter.set_nonblocking(true).unwrap();
     std::fs::write(socket.with_extension("sock.token"), "0123456789abcdef").unwrap();

@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -167,21 +168,7 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_sync_converges() {
         .spawn()
         .unwrap();
     // n10n-dev's staging area (one per sync) sits beside the replica, not in it.
-    let meta = project.replica().with_file_name(".replica.n10n-dev");
-    wait_for(
-        "part of big.bin to be staged",
-        Duration::from_secs(60),
-        || {
-            let staging = std::fs::read_dir(&meta)
-                .ok()?
-                .filter_map(Result::ok)
-                .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
-            std::fs::metadata(staging.path().join("big.bin"))
-                .ok()
-                .filter(|m| m.len() > 1_000_000)
-                .map(|_| ())
-        },
-    );
+    project.wait_for_staged("big.bin");
     let port = sshd.port;
     let dir = sshd.kill();
     let out = child.wait_with_output().unwrap();
@@ -222,22 +209,7 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
     );
     let root = project.replica().canonicalize().unwrap();
     // Named by the replica and the user's groups (a change of groups means a new agent).
-    let crc = run_ok(
-        "sh",
-        &[
-            "-c",
-            &format!(
-                "printf '%s %s' '{}' \"$(id -G \"$(id -un)\")\" | cksum | cut -d ' ' -f 1",
-                root.display()
-            ),
-        ],
-    );
-    let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
-    let socket = std::path::PathBuf::from(format!(
-        "/tmp/n10n-dev-{}/agent-v4-{}.sock",
-        uid.trim(),
-        String::from_utf8(crc.stdout).unwrap().trim()
-    ));
+    let socket = agent_socket(Path::new("/tmp"), &root);
     let meta = wait_for("the agent's socket", Duration::from_secs(10), || {
         std::fs::symlink_metadata(&socket).ok()
     });
