@@ -215,17 +215,40 @@ async fn invoke_and_serve_through_the_ssh_backend() {
     assert_eq!(image.containers(), "", "Ctrl-C left containers behind");
 }
 
-/// `invoke IMAGE --serve --port PORT` on the native backend in `dir`.
-fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> std::process::Child {
-    Command::new(BIN)
-        .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
-        .current_dir(dir)
-        .env("N10N_DEV_HOME", dir.join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// `invoke IMAGE --serve --port PORT` on the native backend in `dir`; stopped with Ctrl-C's
+/// signal (so that it removes its containers) when dropped, whatever the test's outcome.
+struct NativeServe(std::process::Child);
+
+impl NativeServe {
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        wait_for("serve to stop", Duration::from_secs(30), || {
+            self.0.try_wait().unwrap()
+        });
+    }
+}
+
+impl Drop for NativeServe {
+    fn drop(&mut self) {
+        if self.0.try_wait().unwrap().is_none() {
+            self.stop();
+        }
+    }
+}
+
+fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> NativeServe {
+    NativeServe(
+        Command::new(BIN)
+            .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
+            .current_dir(dir)
+            .env("N10N_DEV_HOME", dir.join(".state"))
+            .env_remove("N10N_DEV_BACKEND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// One raw HTTP/1.1 POST of `{}` with the given Host and extra header lines; the whole answer.
@@ -290,10 +313,7 @@ fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
         status(&raw_post(port, &format!("localhost:{port}"), "")),
         200
     );
-    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
-    wait_for("serve to stop", Duration::from_secs(30), || {
-        serve.try_wait().unwrap()
-    });
+    serve.stop();
 }
 
 #[test]
@@ -313,10 +333,7 @@ fn environment_values_never_show_in_any_process_s_arguments() {
     });
     let ps = stdout(&run_ok("ps", &["-eww", "-o", "args"]));
     let answer = raw_post(port, &format!("127.0.0.1:{port}"), "");
-    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
-    wait_for("serve to stop", Duration::from_secs(30), || {
-        serve.try_wait().unwrap()
-    });
+    serve.stop();
     assert!(
         answer.contains(&format!("\"custom\":\"{secret}\"")),
         "{answer}"

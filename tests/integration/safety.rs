@@ -386,6 +386,13 @@ fn run_environment_values_never_show_in_the_machine_s_process_list() {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
     let secret = format!("s3cr3t-{}", std::process::id());
+    // What any user's `ps` sees while the command's login shell starts (its profile runs).
+    let home = sshd.path().join("home");
+    std::fs::write(
+        home.join(".profile"),
+        "ps -eww -o args > \"$HOME/ps-during-login\"\n",
+    )
+    .unwrap();
     let out = project
         .cmd(&[
             "run",
@@ -403,6 +410,15 @@ fn run_environment_values_never_show_in_the_machine_s_process_list() {
     let listing = stdout(&out);
     let shown: Vec<&str> = listing.lines().filter(|l| l.contains(&secret)).collect();
     assert_eq!(shown, [format!("got={secret}")], "the value shows in ps");
+    let during_login = std::fs::read_to_string(home.join("ps-during-login")).unwrap();
+    let shown: Vec<&str> = during_login
+        .lines()
+        .filter(|l| l.contains(&secret))
+        .collect();
+    assert!(
+        shown.is_empty(),
+        "the value shows in ps while the login shell starts: {shown:?}"
+    );
     let leftovers = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(Result::ok)
