@@ -402,6 +402,13 @@ async fn the_runtime_api_answers_as_lambda_s_does() {
         .to_str()
         .unwrap()
         .to_string();
+    // The runtime is initialised: a late /init/error is refused and ends nothing.
+    let (status, text) = post(format!("{api}/init/error"), b"{}".to_vec()).await;
+    assert_eq!(
+        (status, text.contains("InvalidStateTransition")),
+        (403, true),
+        "{text}"
+    );
     let (status, text) = post(
         format!("{api}/invocation/{id}/response"),
         br#"{"ok":true}"#.to_vec(),
@@ -412,6 +419,27 @@ async fn the_runtime_api_answers_as_lambda_s_does() {
     assert_eq!(
         (answer.ending, body(&answer)["ok"].as_bool()),
         (Ending::Response, Some(true))
+    );
+
+    // A client that never finishes its request headers is let go.
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stalled
+            .write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut rest));
+        assert!(
+            closed.await.is_ok(),
+            "a stalled request held its connection for 30 s"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed before any timeout"
     );
     pool.shutdown().await;
 }
