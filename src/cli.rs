@@ -97,7 +97,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct BuildImageArgs {
     /// Image tag (before $BUILD_NUMBER and [image] tag)
-    #[arg(long, value_name = "T")]
+    #[arg(short, long, value_name = "T")]
     pub tag: Option<String>,
 
     /// linux/amd64 or linux/arm64 (default: [image] platform)
@@ -130,7 +130,7 @@ pub struct ProvisionArgs {
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
     /// Do not ask
-    #[arg(long)]
+    #[arg(short, long)]
     pub force: bool,
 }
 

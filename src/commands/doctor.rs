@@ -80,8 +80,10 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         (_, Err(e)) => Err(e.to_string()),
         (Ok(BackendKind::Native), Ok(_)) if engine != Some(true) => Err(match engine {
             None => format!("no Docker here (install: {})", install("docker")),
-            Some(_) => "Docker is installed but no engine answers; start it: sudo systemctl                         start docker"
-                .to_string(),
+            Some(_) => {
+                "Docker is installed but no engine answers; start it: sudo systemctl start docker"
+                    .to_string()
+            }
         }),
         (_, Ok(_)) => Ok(()),
     };

@@ -10,6 +10,8 @@ use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Shell {
+    /// POSIX sh, and the shells that read its `export` lines
+    #[value(alias = "bash", alias = "zsh")]
     Sh,
     Fish,
     Json,

@@ -26,7 +26,7 @@ pub struct PushArgs {
     pub to: Option<String>,
 
     /// A tag to push (repeatable; default: $BUILD_NUMBER, else the image's own tag)
-    #[arg(long = "tag", value_name = "T")]
+    #[arg(short = 't', long = "tag", value_name = "T")]
     pub tags: Vec<String>,
 
     /// Print repository, tags, digest, media type and size as JSON

@@ -212,6 +212,12 @@ fn doctor_tells_a_docker_cli_without_an_engine_from_no_docker() {
         "{text}"
     );
     assert!(
+        text.lines().any(|line| line
+            == "verdict:   not ready: Docker is installed but no engine answers; start it: \
+                sudo systemctl start docker"),
+        "{text}"
+    );
+    assert!(
         text.contains("verdict:   not ready: Docker is installed but no engine answers"),
         "{text}"
     );
@@ -242,4 +248,34 @@ fn doctor_tells_a_docker_cli_without_an_engine_from_no_docker() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn short_flags_and_shell_names_users_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (&["destroy", "--help"][..], "-f, --force"),
+        (&["build-image", "--help"], "-t, --tag <T>"),
+        (&["push", "--help"], "-t, --tag <T>"),
+    ] {
+        let out = n10n(dir.path(), home.path(), args);
+        assert!(stdout(&out).contains(flag), "{args:?}: {}", stdout(&out));
+    }
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"ssh\"\nname = \"shells\"\n[ssh]\nhost = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let sh = n10n(dir.path(), home.path(), &["env", "--shell", "sh"]);
+    assert!(sh.status.success(), "{}", stderr(&sh));
+    for shell in ["bash", "zsh"] {
+        let out = n10n(dir.path(), home.path(), &["env", "--shell", shell]);
+        assert_eq!(
+            (out.status.code(), stdout(&out)),
+            (sh.status.code(), stdout(&sh)),
+            "{shell}: {}",
+            stderr(&out)
+        );
+    }
 }
