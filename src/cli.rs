@@ -161,12 +161,7 @@ pub struct RunArgs {
     pub workdir: Option<String>,
 
     /// The command and its arguments (after `--`)
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -205,7 +200,10 @@ pub fn parse_env(
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => explain(error).exit(),
+    };
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -222,6 +220,36 @@ pub fn main() -> ExitCode {
     // A read of stdin may still be pending on a blocking thread; do not wait for it.
     runtime.shutdown_background();
     ExitCode::from(code)
+}
+
+/// clap's error, with the next step where it is not obvious: an option `run` or `shell` does not
+/// know was most likely meant for the remote command.
+fn explain(mut error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let mut words = std::env::args().skip(1);
+    let mut subcommand = None;
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "-C" => {
+                words.next();
+            }
+            flag if flag.starts_with('-') => {}
+            name => {
+                subcommand = Some(name.to_string());
+                break;
+            }
+        }
+    }
+    let is_run = subcommand.as_deref() == Some("run");
+    if error.kind() == ErrorKind::UnknownArgument && is_run {
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                "put the command after --: n10n-dev run [OPTIONS] -- CMD [ARGS...]".into(),
+            ]),
+        );
+    }
+    error
 }
 
 fn init_tracing(cli: &Cli) {

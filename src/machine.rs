@@ -31,6 +31,12 @@ pub struct Context {
 impl Context {
     pub fn new(directory: Option<&Path>, quiet: bool) -> Result<Context> {
         let start = match directory {
+            Some(dir) if !dir.is_dir() => {
+                return Err(Error::Usage(match dir.exists() {
+                    true => format!("-C {}: not a directory", dir.display()),
+                    false => format!("-C {}: no such directory", dir.display()),
+                }));
+            }
             Some(dir) => dir.to_path_buf(),
             None => std::env::current_dir()
                 .map_err(|e| Error::io("cannot read the current directory", e))?,

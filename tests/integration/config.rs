@@ -279,3 +279,26 @@ fn short_flags_and_shell_names_users_expect() {
         );
     }
 }
+
+#[test]
+fn run_options_and_dash_c_mistakes_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = n10n(dir.path(), home.path(), &["run", "--bogus"]);
+    assert_exit_saying(&out, 2, "put the command after --");
+    let missing = dir.path().join("missing");
+    let out = n10n(
+        dir.path(),
+        home.path(),
+        &["-C", missing.to_str().unwrap(), "run", "--", "true"],
+    );
+    assert_exit_saying(&out, 2, "no such directory");
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let file = dir.path().join("file");
+    let out = n10n(
+        dir.path(),
+        home.path(),
+        &["-C", file.to_str().unwrap(), "status"],
+    );
+    assert_exit_saying(&out, 2, "not a directory");
+}
