@@ -44,11 +44,9 @@ impl Backend for SshBackend {
         Ok(())
     }
 
+    /// The host is not n10n-dev's to stop (`stop` ends only the forwarder).
     fn stop(&self) -> Result<()> {
-        Err(Error::Usage(format!(
-            "the ssh backend does not manage {}; stop it by its own means",
-            self.endpoint.host
-        )))
+        Ok(())
     }
 
     fn destroy(&self) -> Result<()> {

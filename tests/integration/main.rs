@@ -12,6 +12,7 @@ mod invoke;
 mod lambda;
 mod lima;
 mod native;
+mod newcomer;
 mod push;
 mod registry;
 mod run;
