@@ -39,9 +39,20 @@ async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
     let mut interrupt = install(SignalKind::interrupt())?;
     let mut terminate = install(SignalKind::terminate())?;
     let mut hangup = install(SignalKind::hangup())?;
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {name}"), e))?;
+    // As a shell reports a command it cannot start (127 not found, 126 not executable): the
+    // same codes as on a remote machine, where the login shell starts the command.
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("{name}: command not found");
+            return Ok(127);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("{name}: Permission denied");
+            return Ok(126);
+        }
+        Err(e) => return Err(Error::io(format!("cannot run {name}"), e)),
+    };
     let pid = child.id();
     let forward = |sig: i32| {
         if let Some(pid) = pid {

@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::cli::RunArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::local;
 use crate::ssh::{ExitCode, RemoteCommand, quote};
 
@@ -14,18 +14,19 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             Some(dir) => ctx.project.root.join(dir),
             None => ctx.project.root.clone(),
         };
+        if !dir.is_dir() {
+            return Err(Error::Other(format!(
+                "-w {}: no such directory in the project",
+                args.workdir.unwrap_or_default()
+            )));
+        }
         return local::run(&dir, &env, &args.command).await;
     }
     let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
-    let dest = &ctx.project.config.sync.dest;
-    let dir = match args.workdir {
-        Some(dir) if dir.starts_with('/') || dir.starts_with('~') => dir,
-        Some(dir) => format!("{}/{dir}", dest.trim_end_matches('/')),
-        None => dest.clone(),
-    };
     session
         .run(&RemoteCommand {
-            dir,
+            dir: ctx.project.config.sync.dest.clone(),
+            workdir: args.workdir,
             env,
             command_line: quote::join(&args.command),
         })

@@ -15,6 +15,7 @@ pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
     let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
     let login_shell = RemoteCommand {
         dir: ctx.project.config.sync.dest.clone(),
+        workdir: None,
         env: Vec::new(),
         command_line: String::new(),
     };

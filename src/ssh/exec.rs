@@ -33,8 +33,11 @@ pub type ExitCode = i32;
 /// A command line to run on the remote, in a directory, with extra environment.
 #[derive(Debug, Clone)]
 pub struct RemoteCommand {
-    /// Directory to run in (`~/…` is the remote home); created when missing.
+    /// The replica (`~/…` is the remote home); created when missing.
     pub dir: String,
+    /// Where to run instead, relative to `dir` (or absolute, or `~/…`); it must exist: a
+    /// missing one ends the command with 255 and is never created in the replica.
+    pub workdir: Option<String>,
     pub env: Vec<(String, String)>,
     /// Already-quoted command line (see `quote::join`); empty for a login shell.
     pub command_line: String,
@@ -53,6 +56,16 @@ impl RemoteCommand {
             inner.push_str(&format!(". {file} && rm -f -- {file} && "));
         }
         inner.push_str(&format!("mkdir -p -- {dir} && cd -- {dir}"));
+        if let Some(workdir) = &self.workdir {
+            let path = match workdir.starts_with('/') || workdir.starts_with('~') {
+                true => quote::quote_path(workdir),
+                false => quote::quote(workdir.as_bytes()),
+            };
+            let said = quote::quote(workdir.as_bytes());
+            inner.push_str(&format!(
+                " && {{ cd -- {path} 2>/dev/null || {{ printf 'n10n-dev: -w %s: no such directory in the replica\\n' {said} >&2; exit 255; }}; }}"
+            ));
+        }
         if self.command_line.is_empty() {
             inner.push_str(" && exec \"${SHELL:-/bin/sh}\" -l");
         } else {
@@ -452,6 +465,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let command = RemoteCommand {
             dir: "~/n10n/my proj".into(),
+            workdir: None,
             env: vec![("GREETING".into(), "it's $HOME; `x`".into())],
             command_line: quote::join(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$PWD\""]),
         };

@@ -37,3 +37,51 @@ fn destroy_answered_no_on_a_terminal_is_aborted_with_a_question_that_fits() {
     tmux.wait_for_line("error: aborted");
     tmux.wait_for_line("EXIT=1");
 }
+
+#[test]
+fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
+    require_docker();
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("a.txt", "a");
+    let native = tempfile::tempdir().unwrap();
+    std::fs::write(
+        native.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    let native_run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(native.path())
+            .env("N10N_DEV_HOME", native.path().join(".state"))
+            .env_remove("N10N_DEV_BACKEND")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let runs: [(&str, &dyn Fn(&[&str]) -> std::process::Output); 2] =
+        [("ssh", &|args| project.run(args)), ("native", &native_run)];
+    for (backend, run) in runs {
+        let out = run(&["run", "-w", "nowhere", "--", "true"]);
+        assert_eq!(out.status.code(), Some(255), "{backend}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("-w nowhere: no such directory"),
+            "{backend}: {}",
+            stderr(&out)
+        );
+        let out = run(&["run", "--", "n10n-no-such-command"]);
+        assert_eq!(out.status.code(), Some(127), "{backend}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("n10n-no-such-command"),
+            "{backend}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(project.replica().join("a.txt").exists());
+    assert!(
+        !project.replica().join("nowhere").exists(),
+        "-w created its directory"
+    );
+    assert!(!native.path().join("nowhere").exists());
+}
