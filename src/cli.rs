@@ -10,23 +10,33 @@ use crate::commands::{self, Context};
 use crate::config::BackendKind;
 use crate::error::Error;
 
+const GLOBAL: &str = "Global options";
+
+const ENVIRONMENT: &str = "\
+Environment:
+  N10N_DEV_BACKEND  the backend (auto, lima, vagrant, native, ssh), over [vm] backend
+  N10N_DEV_HOME     where n10n-dev keeps its state (default: the platform's data directory)
+  BUILD_NUMBER      the tag build-image and push use when none is given
+  NO_COLOR          no colour in log lines
+  DOCKER_CONFIG     the Docker config whose credentials push and check-base use";
+
 /// A Linux build machine for your Mac, in one command.
 ///
 /// n10n-dev keeps a one-way replica of the project on the build machine's own disk and runs
 /// commands there over one SSH connection, as if they were local.
 #[derive(Debug, Parser)]
-#[command(name = "n10n-dev", version, max_term_width = 100)]
+#[command(name = "n10n-dev", version, max_term_width = 100, after_help = ENVIRONMENT)]
 pub struct Cli {
     /// More logging: -v for debug, -vv for trace
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Only errors on stderr; no progress or summaries
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
 
     /// Run as if started in DIR
-    #[arg(short = 'C', value_name = "DIR", global = true)]
+    #[arg(short = 'C', value_name = "DIR", global = true, help_heading = GLOBAL)]
     pub directory: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -259,9 +269,13 @@ fn init_tracing(cli: &Cli) {
         (false, 1) => "n10n_dev=debug,warn",
         (false, _) => "n10n_dev=trace,russh=debug,info",
     };
+    // Colour only for a person at a terminal: a log file or CI's output gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(directive))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     // With -v, time since start: where the time goes is usually the question.
     if cli.verbose > 0 {

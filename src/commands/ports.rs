@@ -5,6 +5,12 @@ use crate::error::{Error, Result};
 use crate::forwarder::{self, Status};
 
 pub async fn run(ctx: &Context) -> Result<()> {
+    if ctx.backend(None)?.runs_locally() {
+        eprintln!(
+            "ports: nothing to forward: the native backend's ports are already this machine's"
+        );
+        return Ok(());
+    }
     let paths = ctx.forwarder_paths()?;
     let status = match forwarder::running_pid(&paths).and(Status::read(&paths)) {
         Some(status) => status,

@@ -68,8 +68,8 @@ impl fmt::Display for Summary {
         if self.dry_run {
             return write!(
                 f,
-                "sync (dry run): would send {} files ({}), delete {}",
-                self.files,
+                "sync (dry run): would send {} ({}), delete {}",
+                plural(self.files, "file", "files"),
                 human_bytes(self.bytes),
                 self.deleted
             );
@@ -83,8 +83,8 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "sync: sent {} files ({}), deleted {} in {secs:.2} s",
-            self.files,
+            "sync: sent {} ({}), deleted {} in {secs:.2} s",
+            plural(self.files, "file", "files"),
             human_bytes(self.bytes),
             self.deleted
         )

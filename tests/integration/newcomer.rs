@@ -85,3 +85,91 @@ fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
     );
     assert!(!native.path().join("nowhere").exists());
 }
+
+#[test]
+fn every_command_in_help_is_in_the_readme_table_and_the_other_way_round() {
+    let help = run_ok(BIN, &["--help"]);
+    let in_help: std::collections::BTreeSet<String> = stdout(&help)
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        // A command's line; its description's wrapped lines are indented further.
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .filter(|name| name != "help")
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("## Commands")
+        .nth(1)
+        .expect("a Commands section in the README");
+    let in_readme: std::collections::BTreeSet<String> = table
+        .lines()
+        .take_while(|line| {
+            line.starts_with('|') || line.trim().is_empty() || line.starts_with("| ")
+        })
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|cell| cell.split([' ', '`']).next().map(str::to_string))
+        .collect();
+    assert_eq!(in_help, in_readme);
+}
+
+#[test]
+fn help_shows_global_options_and_the_environment_and_logs_are_plain_in_a_pipe() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["build-image", "--help"],
+    ] {
+        let help = stdout(&run_ok(BIN, args));
+        assert!(
+            help.contains("Global options:\n  -v, --verbose"),
+            "{args:?}: {help}"
+        );
+    }
+    let help = stdout(&run_ok(BIN, &["--help"]));
+    for name in [
+        "N10N_DEV_BACKEND",
+        "N10N_DEV_HOME",
+        "BUILD_NUMBER",
+        "NO_COLOR",
+        "DOCKER_CONFIG",
+    ] {
+        assert!(help.contains(&format!("\n  {name} ")), "{name}: {help}");
+    }
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("a.txt", "a");
+    let out = project.run(&["-v", "sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DEBUG"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains('\u{1b}'),
+        "colour escapes in a pipe: {:?}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn ports_on_the_native_backend_says_they_are_already_local() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("ports")
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", dir.path().join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .output()
+        .unwrap();
+    assert_exit_saying(&out, 0, "already this machine's");
+}
