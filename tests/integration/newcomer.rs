@@ -60,8 +60,8 @@ fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
             .output()
             .unwrap()
     };
-    let runs: [(&str, &dyn Fn(&[&str]) -> std::process::Output); 2] =
-        [("ssh", &|args| project.run(args)), ("native", &native_run)];
+    type Run<'a> = &'a dyn Fn(&[&str]) -> std::process::Output;
+    let runs: [(&str, Run); 2] = [("ssh", &|args| project.run(args)), ("native", &native_run)];
     for (backend, run) in runs {
         let out = run(&["run", "-w", "nowhere", "--", "true"]);
         assert_eq!(out.status.code(), Some(255), "{backend}: {}", stderr(&out));
