@@ -19,6 +19,8 @@ use crate::{docker_context, forwarder, provision, sync};
 const KEPT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a new or resumed VM gets to answer SSH.
 const SSH_DEADLINE: Duration = Duration::from_secs(300);
+/// How long `up` gives an ssh host, which is either there or not.
+const HOST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What every command starts from: the project, the state dir and the host facts.
 pub struct Context {
@@ -275,8 +277,13 @@ impl Context {
     }
 }
 
-/// Create or resume the machine and wait for its SSH.
+/// Create or resume the machine and wait for its SSH. An ssh host has nothing to boot: it
+/// answers now or the user has something to fix, so it is not waited for.
 async fn start(backend: &dyn Backend, quiet: bool) -> Result<Session> {
+    if backend.kind() == BackendKind::Ssh {
+        let endpoint = tokio::task::block_in_place(|| backend.endpoint())?;
+        return connect_to_host(&endpoint).await;
+    }
     let step = Step::new("starting the VM", quiet);
     let started = tokio::task::block_in_place(|| backend.start().and_then(|()| backend.endpoint()));
     step.finish();
@@ -285,6 +292,24 @@ async fn start(backend: &dyn Backend, quiet: bool) -> Result<Session> {
     let session = wait_for_ssh(&endpoint, SSH_DEADLINE).await;
     step.finish();
     session
+}
+
+/// One connection to an ssh host, within `HOST_DEADLINE`; what to check when there is none.
+async fn connect_to_host(endpoint: &Endpoint) -> Result<Session> {
+    let address = format!("{}:{}", endpoint.host, endpoint.port);
+    match tokio::time::timeout(HOST_DEADLINE, Session::connect(endpoint)).await {
+        Ok(Err(Error::Connect { reason, .. })) => Err(Error::Other(format!(
+            "cannot reach {address}: {reason}\nis sshd running there? Are [ssh] host and \
+             port right? (`ssh -p {} {}@{}` tries the same)",
+            endpoint.port, endpoint.user, endpoint.host
+        ))),
+        Ok(result) => result,
+        Err(_) => Err(Error::Other(format!(
+            "{address} did not answer within {} s\nis sshd running there? Are [ssh] host \
+             and port right?",
+            HOST_DEADLINE.as_secs()
+        ))),
+    }
 }
 
 /// Poll until SSH answers, or give up at the deadline. A changed host key or an unusable

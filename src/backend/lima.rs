@@ -158,7 +158,11 @@ impl Backend for LimaBackend {
                 self.run_checked("recovering a broken VM", &["stop", "-f", &self.name])?;
                 self.run_checked("starting the VM", &["--tty=false", "start", &self.name])
             }
-            MachineState::Stopped | MachineState::Other(_) => {
+            // (Reachable and Unreachable are an ssh host's; limactl never reports them.)
+            MachineState::Stopped
+            | MachineState::Other(_)
+            | MachineState::Reachable
+            | MachineState::Unreachable(_) => {
                 self.run_checked("starting the VM", &["--tty=false", "start", &self.name])
             }
         }

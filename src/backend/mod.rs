@@ -27,6 +27,10 @@ pub enum MachineState {
     Broken(String),
     /// A state the tool reports that n10n-dev has no name for.
     Other(String),
+    /// An ssh host that accepted a TCP connection to its SSH port just now.
+    Reachable,
+    /// An ssh host that did not, and why.
+    Unreachable(String),
 }
 
 impl std::fmt::Display for MachineState {
@@ -38,6 +42,8 @@ impl std::fmt::Display for MachineState {
             MachineState::Broken(why) if why.is_empty() => f.write_str("broken"),
             MachineState::Broken(why) => write!(f, "broken ({why})"),
             MachineState::Other(state) => f.write_str(state),
+            MachineState::Reachable => f.write_str("reachable"),
+            MachineState::Unreachable(why) => write!(f, "unreachable ({why})"),
         }
     }
 }

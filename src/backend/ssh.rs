@@ -3,6 +3,9 @@
 use super::{Backend, MachineState};
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
+
+/// How long `status` waits for the host's SSH port.
+const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::ssh::Endpoint;
 use crate::state::StateDir;
 
@@ -36,8 +39,23 @@ impl Backend for SshBackend {
         BackendKind::Ssh
     }
 
+    /// What one TCP connect to the SSH port says, within a second: n10n-dev does not run this
+    /// host, so that is all it can check without logging in.
     fn state(&self) -> Result<MachineState> {
-        Ok(MachineState::Running)
+        use std::net::ToSocketAddrs;
+        let target = format!("{}:{}", self.endpoint.host, self.endpoint.port);
+        let addresses = match target.to_socket_addrs() {
+            Ok(addresses) => addresses.collect::<Vec<_>>(),
+            Err(e) => return Ok(MachineState::Unreachable(format!("{target}: {e}"))),
+        };
+        let mut last = format!("{target}: no address");
+        for address in addresses {
+            match std::net::TcpStream::connect_timeout(&address, STATE_TIMEOUT) {
+                Ok(_) => return Ok(MachineState::Reachable),
+                Err(e) => last = format!("{target}: {e}"),
+            }
+        }
+        Ok(MachineState::Unreachable(last))
     }
 
     fn start(&self) -> Result<()> {

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use super::Context;
+use crate::backend::MachineState;
 use crate::cli::StatusArgs;
+use crate::config::BackendKind;
 use crate::error::Result;
 
 #[derive(Serialize)]
@@ -11,12 +13,18 @@ struct Status {
     name: String,
     backend: String,
     state: String,
-    cpus: u32,
-    memory: String,
-    disk: String,
+    /// A VM's resources (not for an ssh host or this machine, whose resources are their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<String>,
     endpoint: Option<String>,
     host_key: Option<String>,
-    replica: String,
+    /// Where the replica lives (none for the native backend, which works in the project).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
     provision_stamp: Option<String>,
     /// Seconds since the Unix epoch.
     last_sync: Option<u64>,
@@ -53,6 +61,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     };
     let last = crate::sync::last_sync(&ctx.project, &ctx.state)?;
     let remote = !backend.runs_locally();
+    let is_vm = matches!(backend.kind(), BackendKind::Lima | BackendKind::Vagrant);
     let paths = ctx.forwarder_paths()?;
     let forwarder = match (remote, crate::forwarder::running_pid(&paths)) {
         (true, Some(pid)) => {
@@ -78,13 +87,17 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let status = Status {
         name: config.vm.name.clone(),
         backend: backend.kind().to_string(),
-        state: state.to_string(),
-        cpus: config.vm.cpus,
-        memory: config.vm.memory.to_string(),
-        disk: config.vm.disk.to_string(),
+        state: match &state {
+            // The JSON's state is one word; the reason is on the text line.
+            MachineState::Unreachable(_) => "unreachable".to_string(),
+            state => state.to_string(),
+        },
+        cpus: is_vm.then_some(config.vm.cpus),
+        memory: is_vm.then(|| config.vm.memory.to_string()),
+        disk: is_vm.then(|| config.vm.disk.to_string()),
         endpoint: endpoint.map(|e| e.to_string()),
         host_key,
-        replica: config.sync.dest.clone(),
+        replica: remote.then(|| config.sync.dest.clone()),
         provision_stamp: crate::provision::remembered(&ctx.state.vm_dir(&config.vm.name)?),
         last_sync: last.map(|(when, _)| {
             when.duration_since(std::time::UNIX_EPOCH)
@@ -103,14 +116,15 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!("name:      {}", status.name);
     println!("backend:   {}", status.backend);
-    println!("state:     {}", status.state);
-    println!(
-        "resources: {} cpus, {} memory, {} disk",
-        status.cpus, status.memory, status.disk
-    );
-    println!("ssh:       {}", or_none(&status.endpoint));
-    println!("host key:  {}", or_none(&status.host_key));
-    println!("replica:   {}", status.replica);
+    println!("state:     {state}");
+    if let (Some(cpus), Some(memory), Some(disk)) = (status.cpus, &status.memory, &status.disk) {
+        println!("resources: {cpus} cpus, {memory} memory, {disk} disk");
+    }
+    if remote {
+        println!("ssh:       {}", or_none(&status.endpoint));
+        println!("host key:  {}", or_none(&status.host_key));
+        println!("replica:   {}", or_none(&status.replica));
+    }
     println!("provision: {}", or_none(&status.provision_stamp));
     match last {
         Some((when, entries)) => {

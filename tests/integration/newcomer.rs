@@ -173,3 +173,42 @@ fn ports_on_the_native_backend_says_they_are_already_local() {
         .unwrap();
     assert_exit_saying(&out, 0, "already this machine's");
 }
+
+#[test]
+fn status_and_up_say_whether_an_ssh_host_answers() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let out = project.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["state"], "reachable");
+    for vm_only in ["cpus", "memory", "disk"] {
+        assert!(
+            json.get(vm_only).is_none(),
+            "{vm_only} shown for an ssh host: {json}"
+        );
+    }
+    assert!(json["replica"].is_string());
+
+    // Nothing listens there.
+    let closed = free_port();
+    project.write_config(closed, &sshd.user, &sshd.identity, "");
+    let out = project.run(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("state:     unreachable (127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains("resources:"), "{text}");
+    let started = std::time::Instant::now();
+    let out = project.run(&["up"]);
+    assert_exit_saying(&out, 1, &format!("cannot reach 127.0.0.1:{closed}"));
+    assert!(
+        stderr(&out).contains("is sshd running there?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("VM"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
