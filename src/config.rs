@@ -606,7 +606,7 @@ struct RawPush {
 impl RawConfig {
     fn parse(text: &str, path: &Path) -> Result<RawConfig> {
         toml::from_str(text).map_err(|err| {
-            let message = err.message().to_string();
+            let message = plain_types(err.message());
             Error::Config(render_at(
                 path,
                 text,
@@ -704,6 +704,23 @@ pub fn expand_home(path: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
+}
+
+/// serde's names for the types a value should have, in the words of the README.
+fn plain_types(message: &str) -> String {
+    [
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected an integer"),
+        ("expected u32", "expected an integer"),
+        ("expected u16", "expected an integer"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+        ("expected a boolean", "expected true or false"),
+    ]
+    .iter()
+    .fold(message.to_string(), |text, (serde, plain)| {
+        text.replace(serde, plain)
+    })
 }
 
 /// A next step for the common mistakes, keyed on toml's own message.
@@ -888,7 +905,11 @@ mod tests {
         ),
         ("[vm]\ndisk = \"lots\"\n", "invalid size", ":2:8:"),
         ("[vm]\nmemory = 8\n", "invalid type", ":2:10:"),
-        ("[vm]\ncpus = \"four\"\n", "invalid type", ":2:8:"),
+        (
+            "[vm]\ncpus = \"four\"\n",
+            "invalid type: string \"four\", expected an integer",
+            ":2:8:",
+        ),
         (
             "[vm]\ncpus = 0\n",
             "cpus must be between 1 and 256",
@@ -910,7 +931,11 @@ mod tests {
             "unknown variant `python`",
             ":2:15:",
         ),
-        ("[vm]\ntoolchains = \"rust\"\n", "invalid type", ":2:14:"),
+        (
+            "[vm]\ntoolchains = \"rust\"\n",
+            "invalid type: string \"rust\", expected a list",
+            ":2:14:",
+        ),
         ("[vm]\nname = \"my vm\"\n", "invalid VM name", ":2:8:"),
         ("[vm]\ncpu = 4\n", "unknown field `cpu`", ":2:1:"),
         ("[machine]\ncpus = 4\n", "unknown field `machine`", ":1:2:"),
