@@ -120,6 +120,12 @@ async fn from_build_machine(
     Option<serde_json::Map<String, serde_json::Value>>,
     String,
 )> {
+    // A name that cannot be an image is the user's mistake: said before any machine is reached.
+    if let Some(text) = &given
+        && !is_image_id(text)
+    {
+        Reference::parse(text)?;
+    }
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
     let name = image::given_or_last_built(given, &vm_dir)?;
     let backend = ctx.backend(None)?;
@@ -133,6 +139,12 @@ async fn from_build_machine(
     })?;
     let platform = format!("{}/{}", facts.os, facts.architecture);
     Ok((name, Some(facts.labels), platform))
+}
+
+/// An image id as Docker prints it (`sha256:…` or its hex digits), not a name.
+fn is_image_id(text: &str) -> bool {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `[base] image` when set (its tag, `latest` if none), else the label's repository at `latest`.

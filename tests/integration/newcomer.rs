@@ -212,3 +212,25 @@ fn status_and_up_say_whether_an_ssh_host_answers() {
     assert!(!stderr(&out).contains("VM"), "{}", stderr(&out));
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn check_base_with_a_malformed_image_name_is_a_usage_error_on_every_backend() {
+    for backend in ["lima", "vagrant", "native", "ssh"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("n10n-dev.toml"),
+            format!("[vm]\nbackend = \"{backend}\"\n[ssh]\nhost = \"127.0.0.1\"\nport = 9\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check-base", "Not An:Image"])
+            .current_dir(dir.path())
+            .env("N10N_DEV_HOME", dir.path().join(".state"))
+            .env_remove("N10N_DEV_BACKEND")
+            // No backend tool to find: the name is judged before any is looked for.
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_exit_saying(&out, 2, "is not an image reference");
+    }
+}
