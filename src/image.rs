@@ -88,6 +88,17 @@ impl Place<'_> {
 }
 
 /// The build command: `[image] build`, else detected from the project's files.
+/// What a build failure names as the command that ran, for the script that picks among them.
+pub fn build_summary(script: &str, reference: &str, platform: &str) -> String {
+    match script.starts_with("if docker buildx version") {
+        true => format!(
+            "docker buildx build --platform {platform} -t {reference} . (or docker build, where \
+             the build machine has no buildx)"
+        ),
+        false => script.to_string(),
+    }
+}
+
 pub fn build_command(
     configured: Option<&str>,
     root: &Path,

@@ -23,6 +23,22 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
         .tag
         .or_else(|| std::env::var("BUILD_NUMBER").ok().filter(|n| !n.is_empty()))
         .unwrap_or_else(|| config.tag.clone());
+    if !crate::registry::is_valid_tag(&tag) {
+        return Err(Error::Usage(format!(
+            "tag {tag:?} (from --tag, $BUILD_NUMBER or [image] tag): a tag is 1–128 of \
+             [A-Za-z0-9_.-], not starting with . or -"
+        )));
+    }
+    if let Some(file) = &args.save {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            return Err(Error::Usage(format!(
+                "--save {}: there is no directory {} to write it in",
+                file.display(),
+                dir.display()
+            )));
+        }
+    }
     let reference = format!("{}:{tag}", config.name);
     let command = image::build_command(
         config.build.as_deref(),
@@ -44,7 +60,8 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     let code = place.run(&command, &env).await?;
     if code != 0 {
         return Err(Error::Other(format!(
-            "the build failed (exit {code}): {command}\nits output ends above; nothing was saved"
+            "the build failed (exit {code}): {}\nits output ends above; nothing was saved",
+            image::build_summary(&command, &reference, &platform)
         )));
     }
     let image = match names_its_image {

@@ -164,12 +164,10 @@ fn tags(flags: Vec<String>, image: &str) -> Result<Vec<String>> {
             },
         },
     };
-    for tag in &tags {
-        Reference::parse(&format!("x:{tag}")).map_err(|_| {
-            Error::Usage(format!(
-                "--tag {tag}: a tag is 1–128 of [A-Za-z0-9_.-], not starting with . or -"
-            ))
-        })?;
+    if let Some(tag) = tags.iter().find(|tag| !crate::registry::is_valid_tag(tag)) {
+        return Err(Error::Usage(format!(
+            "--tag {tag}: a tag is 1–128 of [A-Za-z0-9_.-], not starting with . or -"
+        )));
     }
     Ok(tags)
 }

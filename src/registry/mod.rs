@@ -8,7 +8,7 @@ mod reference;
 
 pub use client::{Client, Manifest, sha256_digest};
 pub use credentials::Credentials;
-pub use reference::{Reference, is_sha256_digest};
+pub use reference::{Reference, is_sha256_digest, is_valid_tag};
 
 /// A client for the registry of `reference`, with the credentials this machine has for it.
 pub fn client_for(reference: &Reference) -> crate::error::Result<Client> {

@@ -125,7 +125,8 @@ pub fn is_sha256_digest(text: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn is_valid_tag(tag: &str) -> bool {
+/// 1–128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn is_valid_tag(tag: &str) -> bool {
     (1..=128).contains(&tag.len())
         && !tag.starts_with(['.', '-'])
         && tag

@@ -152,6 +152,13 @@ fn a_failing_build_exits_1_and_writes_nothing() {
         "{}",
         stderr(&out)
     );
+    // The command that ran, not the script that chose it.
+    assert!(
+        stderr(&out).contains(": docker buildx build --platform linux/amd64 -t ")
+            && !stderr(&out).contains("if docker buildx version"),
+        "{}",
+        stderr(&out)
+    );
     assert!(std::fs::read_dir(project.home.path()).unwrap().all(|e| {
         !e.unwrap()
             .file_name()

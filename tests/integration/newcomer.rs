@@ -234,3 +234,22 @@ fn check_base_with_a_malformed_image_name_is_a_usage_error_on_every_backend() {
         assert_exit_saying(&out, 2, "is not an image reference");
     }
 }
+
+#[test]
+fn build_image_checks_its_tag_and_save_directory_before_building() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("Dockerfile", "FROM scratch\n");
+    let out = project.run(&["build-image", "-t", "bad tag"]);
+    assert_exit_saying(&out, 2, "a tag is 1–128 of [A-Za-z0-9_.-]");
+    let out = project
+        .cmd(&["build-image"])
+        .env("BUILD_NUMBER", "12/3")
+        .output()
+        .unwrap();
+    assert_exit_saying(&out, 2, "$BUILD_NUMBER");
+    let out = project.run(&["build-image", "--save", "/nonexistent-dir/image.tar"]);
+    assert_exit_saying(&out, 2, "no directory /nonexistent-dir");
+    // Refused before anything ran: no sync happened.
+    assert!(!project.replica().join("Dockerfile").exists());
+}
