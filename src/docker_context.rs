@@ -12,8 +12,13 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::registry::sha256_digest;
 
+/// `n10n-<vm>`; a VM already named `n10n-…` (as a project's is by default) keeps its name,
+/// so that project `app` gets the context `n10n-app`, not `n10n-n10n-app`.
 pub fn name(vm: &str) -> String {
-    format!("n10n-{vm}")
+    match vm.starts_with("n10n-") {
+        true => vm.to_string(),
+        false => format!("n10n-{vm}"),
+    }
 }
 
 /// The Docker CLI's configuration directory: `$DOCKER_CONFIG`, else `~/.docker`.
@@ -128,19 +133,24 @@ pub fn make_current(name: &str) -> Result<()> {
 }
 
 /// Remove `name`; the current context goes back to `default` only if it was `name`.
-pub fn remove(name: &str) -> Result<()> {
+/// Remove the context `name`; `false` when there was none to remove.
+pub fn remove(name: &str) -> Result<bool> {
     if current().as_deref() == Some(name)
         && !(has_cli() && cli(&["context", "use", "default"]).is_ok())
     {
         set_current(None)?;
     }
-    if host_of(name).is_none() || (has_cli() && cli(&["context", "rm", "-f", name]).is_ok()) {
-        return Ok(());
+    if host_of(name).is_none() {
+        return Ok(false);
+    }
+    if has_cli() && cli(&["context", "rm", "-f", name]).is_ok() {
+        return Ok(true);
     }
     let path = meta_path(name)?;
     let dir = path.parent().unwrap_or(&path);
     std::fs::remove_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))
+        .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
+    Ok(true)
 }
 
 /// Write `currentContext` into config.json (removed for `None`), keeping everything else.
@@ -166,4 +176,15 @@ fn set_current(name: Option<&str>) -> Result<()> {
     }
     let text = serde_json::to_vec_pretty(&config).unwrap_or_default();
     crate::state::write_atomically(&path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_s_context_is_n10n_and_its_name_once() {
+        assert_eq!(name("n10n-app"), "n10n-app");
+        assert_eq!(name("e2e"), "n10n-e2e");
+    }
 }

@@ -23,15 +23,17 @@ pub enum Action {
 
 pub async fn run(ctx: &Context, args: DockerContextArgs) -> Result<()> {
     let name = ctx.docker_context();
-    match args.action {
-        Action::Use => docker_context::make_current(&name)?,
-        Action::Rm => docker_context::remove(&name)?,
-    }
+    let done = match args.action {
+        Action::Use => {
+            docker_context::make_current(&name)?;
+            "is the current Docker context"
+        }
+        Action::Rm => match docker_context::remove(&name)? {
+            true => "is removed",
+            false => "does not exist: nothing to remove",
+        },
+    };
     if !ctx.quiet {
-        let done = match args.action {
-            Action::Use => "is the current Docker context",
-            Action::Rm => "is removed",
-        };
         eprintln!("docker-context: {name} {done}");
     }
     Ok(())

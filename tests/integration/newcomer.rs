@@ -253,3 +253,11 @@ fn build_image_checks_its_tag_and_save_directory_before_building() {
     // Refused before anything ran: no sync happened.
     assert!(!project.replica().join("Dockerfile").exists());
 }
+
+#[test]
+fn docker_context_rm_with_nothing_to_remove_says_so() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let out = project.run(&["docker-context", "rm"]);
+    assert_exit_saying(&out, 0, "n10n-test-vm does not exist: nothing to remove");
+}
