@@ -9,6 +9,22 @@ pub enum Os {
     Other,
 }
 
+/// How to install `tool` on this kind of machine: Homebrew on a Mac, the distribution or the
+/// project's own page elsewhere.
+pub fn install_hint(os: Os, tool: &str) -> &'static str {
+    match (os, tool) {
+        (Os::MacOs, "limactl") => "brew install lima",
+        (Os::MacOs, "vagrant") => "brew install --cask vagrant",
+        (Os::MacOs, "VBoxManage") => "brew install --cask virtualbox (Intel Macs)",
+        (Os::MacOs, "docker") => "brew install docker (the client; the engine runs in the VM)",
+        (_, "docker") => "apt-get install docker.io",
+        (_, "limactl") => "see https://lima-vm.io/docs/installation/",
+        (_, "vagrant") => "see https://developer.hashicorp.com/vagrant/install",
+        (_, "VBoxManage") => "see https://www.virtualbox.org/wiki/Downloads",
+        _ => "see the tool's installation guide",
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuArch {
     X86_64,

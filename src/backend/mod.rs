@@ -9,7 +9,7 @@ mod vagrant;
 
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
-use crate::host::{HostFacts, Os};
+use crate::host::{HostFacts, Os, install_hint};
 use crate::ssh::Endpoint;
 use crate::state::StateDir;
 
@@ -128,6 +128,11 @@ pub fn resolve(kind: BackendKind, facts: &HostFacts, probes: &Probes<'_>) -> Res
         Os::Linux if tools.docker.is_some() && (probes.docker_answers)() => Ok(BackendKind::Native),
         Os::Linux if lima() => Ok(BackendKind::Lima),
         Os::Linux if vagrant => Ok(BackendKind::Vagrant),
+        Os::Linux if tools.docker.is_some() => Err(Error::Usage(
+            "the Docker CLI is here but no engine answers: start it (sudo systemctl start docker), \
+             or install Lima or Vagrant, or set [vm] backend = \"ssh\""
+                .into(),
+        )),
         _ => Err(Error::Usage(
             "no backend fits this machine: install Docker, Lima or Vagrant, or set [vm] backend = \"ssh\""
                 .into(),
@@ -160,16 +165,21 @@ pub fn open(
         BackendKind::Native => Ok(Box::new(NativeBackend)),
         BackendKind::Lima => {
             let limactl = facts.tools.limactl.clone().ok_or_else(|| {
-                Error::Usage("limactl is not on PATH: install Lima with `brew install lima`".into())
+                Error::Usage(format!(
+                    "limactl is not on PATH: install Lima ({})",
+                    install_hint(facts.os, "limactl")
+                ))
             })?;
             Ok(Box::new(LimaBackend::new(limactl, project, state)?))
         }
         BackendKind::Vagrant => {
             let vagrant = facts.tools.vagrant.clone().ok_or_else(|| {
-                Error::Usage(
-                    "vagrant is not on PATH: install Vagrant and VirtualBox, or Lima (`brew install lima`)"
-                        .into(),
-                )
+                Error::Usage(format!(
+                    "vagrant is not on PATH: install Vagrant ({}) and VirtualBox ({}), or Lima ({})",
+                    install_hint(facts.os, "vagrant"),
+                    install_hint(facts.os, "VBoxManage"),
+                    install_hint(facts.os, "limactl")
+                ))
             })?;
             Ok(Box::new(VagrantBackend::new(vagrant, project, state)?))
         }

@@ -23,15 +23,7 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         "host:      {os} {arch} ({})",
         facts.os_version.as_deref().unwrap_or("version unknown")
     );
-    let install = |tool: &str| match (facts.os, tool) {
-        (Os::MacOs, "limactl") => "brew install lima",
-        (Os::MacOs, "vagrant") => "brew install --cask vagrant",
-        (Os::MacOs, "VBoxManage") => "brew install --cask virtualbox (Intel Macs)",
-        (Os::MacOs, "docker") => "brew install docker (the client; the engine runs in the VM)",
-        (_, "docker") => "apt-get install docker.io",
-        (_, "limactl") => "see https://lima-vm.io/docs/installation/",
-        _ => "see the tool's installation guide",
-    };
+    let install = |tool: &str| crate::host::install_hint(facts.os, tool);
     let tools = &facts.tools;
     for (name, path) in [
         ("limactl", &tools.limactl),

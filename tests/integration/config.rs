@@ -105,12 +105,18 @@ fn missing_backend_tools_say_what_to_install() {
     assert_exit_saying(
         &out,
         2,
-        "vagrant is not on PATH: install Vagrant and VirtualBox",
+        "vagrant is not on PATH: install Vagrant (see https://developer.hashicorp.com/vagrant/install) \
+         and VirtualBox (see https://www.virtualbox.org/wiki/Downloads)",
     );
-    // Lima asked for but not installed: say how to get it.
+    // Lima asked for but not installed: say how to get it, on this kind of machine (Linux).
     let lima = [("PATH", "/usr/bin:/bin"), ("N10N_DEV_BACKEND", "lima")];
     let out = n10n_with(dir.path(), home.path(), &["sync"], &lima);
-    assert_exit_saying(&out, 2, "brew install lima");
+    assert_exit_saying(
+        &out,
+        2,
+        "install Lima (see https://lima-vm.io/docs/installation/)",
+    );
+    assert!(!stderr(&out).contains("brew"), "{}", stderr(&out));
     let out = n10n_with(
         dir.path(),
         home.path(),

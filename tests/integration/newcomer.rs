@@ -261,3 +261,32 @@ fn docker_context_rm_with_nothing_to_remove_says_so() {
     let out = project.run(&["docker-context", "rm"]);
     assert_exit_saying(&out, 0, "n10n-test-vm does not exist: nothing to remove");
 }
+
+#[test]
+fn a_docker_cli_without_an_engine_is_told_to_start_it_not_to_install_docker() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n10n-dev.toml"), "").unwrap();
+    for command in ["status", "env", "stop", "ssh-config"] {
+        let out = std::process::Command::new(BIN)
+            .arg(command)
+            .current_dir(dir.path())
+            .env("N10N_DEV_HOME", dir.path().join(".state"))
+            .env_remove("N10N_DEV_BACKEND")
+            // The real docker CLI, pointed at an engine that is not there; no VM tools.
+            .env("PATH", "/usr/bin:/bin")
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        assert_exit_saying(
+            &out,
+            2,
+            "the Docker CLI is here but no engine answers: start it",
+        );
+        assert!(
+            !stderr(&out).contains("install Docker"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+}
