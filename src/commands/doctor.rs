@@ -2,7 +2,7 @@
 //! Exits 1 when the verdict is "not ready".
 
 use super::Context;
-use crate::backend::{self, native};
+use crate::backend::{self, MachineState, native};
 use crate::config::BackendKind;
 use crate::error::Result;
 use crate::host::{CpuArch, Os};
@@ -66,7 +66,8 @@ pub async fn run(ctx: &Context) -> Result<i32> {
     match &chosen {
         Ok(kind) if *kind == requested => println!("backend:   {kind}"),
         Ok(kind) => println!("backend:   {requested} → {kind}"),
-        Err(e) => println!("backend:   {requested}: {e}"),
+        // Why not is the verdict's to say.
+        Err(_) => println!("backend:   {requested} (not usable here)"),
     }
     let verdict = match (chosen, ctx.backend(None)) {
         (_, Err(e)) => Err(e.to_string()),
@@ -77,6 +78,7 @@ pub async fn run(ctx: &Context) -> Result<i32> {
                     .to_string()
             }
         }),
+        (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend.as_ref()),
         (_, Ok(_)) => Ok(()),
     };
     match verdict {
@@ -88,5 +90,41 @@ pub async fn run(ctx: &Context) -> Result<i32> {
             println!("verdict:   not ready: {why}");
             Ok(1)
         }
+    }
+}
+
+/// An ssh host is ready when the key n10n-dev logs in with can be read and the host answers on
+/// its SSH port; the line for each says what was found.
+fn ssh_host_ready(
+    ctx: &Context,
+    backend: &dyn backend::Backend,
+) -> std::result::Result<(), String> {
+    let ssh = &ctx.project.config.ssh;
+    let identity = ssh.identity.display();
+    let key = std::fs::File::open(&ssh.identity);
+    match &key {
+        Ok(_) => println!("identity:  {identity}"),
+        Err(e) => println!("identity:  {identity}: {e}"),
+    }
+    let state = backend.state().map_err(|e| e.to_string())?;
+    println!(
+        "ssh host:  {}:{} {state}",
+        ssh.host.as_deref().unwrap_or("-"),
+        ssh.port
+    );
+    if let Err(e) = key {
+        return Err(format!(
+            "cannot read the key {identity} ({e}): set [ssh] identity to your private key, or \
+             make one with `ssh-keygen -t ed25519` and add its .pub to the host's \
+             ~/.ssh/authorized_keys"
+        ));
+    }
+    match state {
+        MachineState::Reachable => Ok(()),
+        _ => Err(
+            "the host does not answer on its SSH port: is sshd running there? Are [ssh] \
+                  host and port right?"
+                .to_string(),
+        ),
     }
 }

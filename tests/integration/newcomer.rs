@@ -290,3 +290,48 @@ fn a_docker_cli_without_an_engine_is_told_to_start_it_not_to_install_docker() {
         );
     }
 }
+
+#[test]
+fn doctor_checks_an_ssh_host_s_key_and_port() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let out = project.run(&["doctor"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("ssh host:  127.0.0.1:"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains(" reachable\n"), "{}", stdout(&out));
+
+    let closed = free_port();
+    project.write_config(closed, &sshd.user, &sshd.identity, "");
+    let out = project.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "verdict:   not ready: the host does not answer on its SSH port: is sshd running there?"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
+    let missing = project.home.path().join("no-such-key");
+    project.write_config(sshd.port, &sshd.user, &missing, "");
+    let out = project.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("verdict:   not ready: cannot read the key"),
+        "{text}"
+    );
+    assert!(text.contains("ssh-keygen -t ed25519"), "{text}");
+    // The reason is said once, by the verdict.
+    assert_eq!(text.matches("cannot read the key").count(), 1, "{text}");
+}
