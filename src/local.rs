@@ -21,6 +21,11 @@ pub async fn run(dir: &Path, env: &[(String, String)], argv: &[OsString]) -> Res
         .args(args)
         .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (k, v)));
+    tracing::debug!(
+        "running {} on this machine (native backend) in {}",
+        program.to_string_lossy(),
+        dir.display()
+    );
     wait(command, &program.to_string_lossy()).await
 }
 
@@ -60,6 +65,7 @@ async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
             unsafe { libc::kill(pid as i32, sig) };
         }
     };
+    let started = std::time::Instant::now();
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(|e| Error::io(format!("waiting for {name}"), e))?,
@@ -68,7 +74,9 @@ async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
             _ = hangup.recv() => forward(libc::SIGHUP),
         }
     };
-    Ok(status
+    let code = status
         .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    tracing::debug!("{name} ended with {code} after {:.0?}", started.elapsed());
+    Ok(code)
 }

@@ -288,7 +288,14 @@ async fn start(backend: &dyn Backend, quiet: bool) -> Result<Session> {
     let started = tokio::task::block_in_place(|| backend.start().and_then(|()| backend.endpoint()));
     step.finish();
     let endpoint = started?;
-    let step = Step::new("waiting for SSH", quiet);
+    // With the step's elapsed time beside it, the limit reads as a countdown.
+    let step = Step::new(
+        &format!(
+            "waiting for the VM's SSH (gives up after {} s)",
+            SSH_DEADLINE.as_secs()
+        ),
+        quiet,
+    );
     let session = wait_for_ssh(&endpoint, SSH_DEADLINE).await;
     step.finish();
     session

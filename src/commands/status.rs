@@ -52,7 +52,20 @@ struct Forwarder {
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let config = &ctx.project.config;
-    let backend = ctx.backend(None)?;
+    let backend = match ctx.backend(None) {
+        Ok(backend) => backend,
+        Err(e) => {
+            // What is known without a backend, then why there is none.
+            if !args.json {
+                println!("name:      {}", config.vm.name);
+                println!(
+                    "backend:   {} (not usable here)",
+                    config.vm.backend.as_str()
+                );
+            }
+            return Err(e);
+        }
+    };
     let state = tokio::task::block_in_place(|| backend.state())?;
     let endpoint = backend.last_endpoint();
     let host_key = match &endpoint {

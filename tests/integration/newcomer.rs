@@ -70,6 +70,12 @@ fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
             "{backend}: {}",
             stderr(&out)
         );
+        let out = run(&["-v", "run", "--", "true"]);
+        assert!(
+            stderr(&out).contains("DEBUG"),
+            "{backend} logs nothing at -v: {}",
+            stderr(&out)
+        );
         let out = run(&["run", "--", "n10n-no-such-command"]);
         assert_eq!(out.status.code(), Some(127), "{backend}: {}", stderr(&out));
         assert!(
@@ -288,6 +294,13 @@ fn a_docker_cli_without_an_engine_is_told_to_start_it_not_to_install_docker() {
             "{command}: {}",
             stderr(&out)
         );
+        if command == "status" {
+            assert!(
+                stdout(&out).contains("backend:   auto (not usable here)"),
+                "{}",
+                stdout(&out)
+            );
+        }
     }
 }
 
