@@ -105,6 +105,16 @@ fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Functi
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "us-east-1".into());
+    // SAM's `-e` is the event; here it sets a variable: a file given to it was meant as --event.
+    if let Some(file) = args
+        .env
+        .iter()
+        .find(|spec| !spec.contains('=') && std::path::Path::new(spec).is_file())
+    {
+        return Err(Error::Usage(format!(
+            "-e {file}: -e sets an environment variable (KEY=VALUE); did you mean --event {file}?"
+        )));
+    }
     let extra = crate::cli::parse_env(&args.env, |key| std::env::var(key).ok())?;
     let function = |name: &str, handler: Option<String>| {
         let mut env: BTreeMap<String, String> =

@@ -273,7 +273,7 @@ fn a_docker_cli_without_an_engine_is_told_to_start_it_not_to_install_docker() {
     require_docker();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("n10n-dev.toml"), "").unwrap();
-    for command in ["status", "env", "stop", "ssh-config"] {
+    for command in ["status", "env", "stop", "ssh-config", "destroy"] {
         let out = std::process::Command::new(BIN)
             .arg(command)
             .current_dir(dir.path())
@@ -347,4 +347,24 @@ fn doctor_checks_an_ssh_host_s_key_and_port() {
     assert!(text.contains("ssh-keygen -t ed25519"), "{text}");
     // The reason is said once, by the verdict.
     assert_eq!(text.matches("cannot read the key").count(), 1, "{text}");
+}
+
+#[test]
+fn invoke_e_with_a_file_asks_whether_event_was_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("event.json"), "{}").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["invoke", "some-image:1", "-e", "event.json"])
+        .current_dir(dir.path())
+        .env("N10N_DEV_HOME", dir.path().join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit_saying(&out, 2, "did you mean --event event.json?");
 }
