@@ -368,3 +368,16 @@ fn invoke_e_with_a_file_asks_whether_event_was_meant() {
         .unwrap();
     assert_exit_saying(&out, 2, "did you mean --event event.json?");
 }
+
+#[test]
+fn one_file_is_one_file() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    // The project holds its n10n-dev.toml and nothing else.
+    let out = project.run(&["sync"]);
+    assert!(
+        stderr(&out).starts_with("sync: sent 1 file ("),
+        "{}",
+        stderr(&out)
+    );
+}
