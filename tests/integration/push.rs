@@ -30,7 +30,9 @@ impl PushProject {
             &format!("[push]\nrepository = \"{repository}\"\n{extra}"),
         );
         let reference = format!("n10n-test-{}-{name}:dev", std::process::id());
-        image.load(&reference);
+        // A label of its own gives each test's image its own id: the tests run side by side,
+        // and one's `image rm -f` of a shared id raced another's `docker load` of it.
+        image.label("n10n.test", &reference).load(&reference);
         PushProject {
             project,
             image: reference,
