@@ -441,6 +441,19 @@ pub fn replica_snapshot(
     snapshot(&project.replica(), skip)
 }
 
+/// n10n-dev run in the project at `dir`, its state in `dir/.state`, stdin empty: for projects
+/// without an sshd (native, or a backend that is never reached).
+pub fn command_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("N10N_DEV_HOME", dir.join(".state"))
+        .env_remove("N10N_DEV_BACKEND")
+        .stdin(Stdio::null());
+    command
+}
+
 /// Where the sync agent of the replica at `root` listens, under `tmp` (the sessions' TMPDIR):
 /// named by the replica and the user's groups, as `sync::remote` names it.
 pub fn agent_socket(tmp: &Path, root: &Path) -> PathBuf {

@@ -69,14 +69,9 @@ impl Drop for FunctionImage {
 }
 
 fn native(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("N10N_DEV_HOME", dir.join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
+    command_in(dir, args)
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
@@ -238,16 +233,14 @@ impl Drop for NativeServe {
 
 fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> NativeServe {
     NativeServe(
-        Command::new(BIN)
-            .args(["invoke", &image.0, "--serve", "--port", &port.to_string()])
-            .current_dir(dir)
-            .env("N10N_DEV_HOME", dir.join(".state"))
-            .env_remove("N10N_DEV_BACKEND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        command_in(
+            dir,
+            &["invoke", &image.0, "--serve", "--port", &port.to_string()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     )
 }
 

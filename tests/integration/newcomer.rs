@@ -50,16 +50,7 @@ fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
         "[vm]\nbackend = \"native\"\n",
     )
     .unwrap();
-    let native_run = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .args(args)
-            .current_dir(native.path())
-            .env("N10N_DEV_HOME", native.path().join(".state"))
-            .env_remove("N10N_DEV_BACKEND")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let native_run = |args: &[&str]| command_in(native.path(), args).output().unwrap();
     type Run<'a> = &'a dyn Fn(&[&str]) -> std::process::Output;
     let runs: [(&str, Run); 2] = [("ssh", &|args| project.run(args)), ("native", &native_run)];
     for (backend, run) in runs {
@@ -170,13 +161,7 @@ fn ports_on_the_native_backend_says_they_are_already_local() {
         "[vm]\nbackend = \"native\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("ports")
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", dir.path().join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
-        .output()
-        .unwrap();
+    let out = command_in(dir.path(), &["ports"]).output().unwrap();
     assert_exit_saying(&out, 0, "already this machine's");
 }
 
@@ -228,11 +213,7 @@ fn check_base_with_a_malformed_image_name_is_a_usage_error_on_every_backend() {
             format!("[vm]\nbackend = \"{backend}\"\n[ssh]\nhost = \"127.0.0.1\"\nport = 9\n"),
         )
         .unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["check-base", "Not An:Image"])
-            .current_dir(dir.path())
-            .env("N10N_DEV_HOME", dir.path().join(".state"))
-            .env_remove("N10N_DEV_BACKEND")
+        let out = command_in(dir.path(), &["check-base", "Not An:Image"])
             // No backend tool to find: the name is judged before any is looked for.
             .env("PATH", "/nonexistent")
             .output()
@@ -274,11 +255,7 @@ fn a_docker_cli_without_an_engine_is_told_to_start_it_not_to_install_docker() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("n10n-dev.toml"), "").unwrap();
     for command in ["status", "env", "stop", "ssh-config", "destroy"] {
-        let out = std::process::Command::new(BIN)
-            .arg(command)
-            .current_dir(dir.path())
-            .env("N10N_DEV_HOME", dir.path().join(".state"))
-            .env_remove("N10N_DEV_BACKEND")
+        let out = command_in(dir.path(), &[command])
             // The real docker CLI, pointed at an engine that is not there; no VM tools.
             .env("PATH", "/usr/bin:/bin")
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -358,12 +335,7 @@ fn invoke_e_with_a_file_asks_whether_event_was_meant() {
     )
     .unwrap();
     std::fs::write(dir.path().join("event.json"), "{}").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["invoke", "some-image:1", "-e", "event.json"])
-        .current_dir(dir.path())
-        .env("N10N_DEV_HOME", dir.path().join(".state"))
-        .env_remove("N10N_DEV_BACKEND")
-        .stdin(std::process::Stdio::null())
+    let out = command_in(dir.path(), &["invoke", "some-image:1", "-e", "event.json"])
         .output()
         .unwrap();
     assert_exit_saying(&out, 2, "did you mean --event event.json?");
