@@ -557,3 +557,38 @@ async fn the_invoke_api_serves_two_functions_to_100_concurrent_callers() {
     echo.shutdown().await;
     fail.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_event_invocations_are_capped_with_lambda_s_429() {
+    // A runtime that never asks for work: every Event invocation stays queued.
+    let launcher = Arc::new(Manual {
+        address: Mutex::new(None),
+    });
+    let pool = Pool::new(function("q", "x", 30), launcher, 1, Some("q".into()));
+    let functions = Arc::new(Functions {
+        by_name: [("q".to_string(), pool.clone())].into(),
+        any_name: false,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(invoke_api::serve(listener, functions));
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/q/invocations");
+    let post = || {
+        http.post(&url)
+            .header("X-Amz-Invocation-Type", "Event")
+            .body("{}")
+            .send()
+    };
+    for n in 0..1000 {
+        assert_eq!(post().await.unwrap().status(), 202, "event {n}");
+    }
+    let refused = post().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused.headers()["x-amzn-errortype"],
+        "TooManyRequestsException"
+    );
+    server.abort();
+    pool.shutdown().await;
+}
