@@ -283,6 +283,15 @@ impl Project {
         std::fs::write(self.dir.path().join("n10n-dev.toml"), config).unwrap();
     }
 
+    /// Point the written config's `[sync] dest` at `dest` instead of this project's replica.
+    pub fn set_dest(&self, dest: &str) {
+        let path = self.root().join("n10n-dev.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ours = format!("dest = \"{}\"\n", self.replica().display());
+        assert!(text.contains(&ours), "no dest line to replace in {text}");
+        std::fs::write(&path, text.replace(&ours, &format!("dest = \"{dest}\"\n"))).unwrap();
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

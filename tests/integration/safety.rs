@@ -63,20 +63,8 @@ fn home_and_system_destinations_are_refused_before_any_connection() {
     for dest in [
         "~/.", "~/./", "~", "/root/.", "/.", "/home/x/", "/etc", "/usr", "/var", "/opt", "/srv",
     ] {
-        project.write_config(
-            closed,
-            &sshd.user,
-            &sshd.identity,
-            &format!("[sync]\ndest = \"{dest}\"\n"),
-        );
-        let text = std::fs::read_to_string(project.root().join("n10n-dev.toml")).unwrap();
-        // write_config puts its own [sync] first: keep only ours.
-        let text = text.replacen(
-            &format!("[sync]\ndest = \"{}\"\n", project.replica().display()),
-            "",
-            1,
-        );
-        std::fs::write(project.root().join("n10n-dev.toml"), text).unwrap();
+        project.write_config(closed, &sshd.user, &sshd.identity, "");
+        project.set_dest(dest);
         let out = project.run(&["sync", "--dry-run"]);
         assert_exit_saying(&out, 2, "dest");
         assert!(
@@ -97,14 +85,7 @@ fn a_dest_that_leads_to_the_home_on_the_machine_is_refused_there() {
     // Spelt harmlessly, but a symlink to the machine's home: only the machine can tell.
     let link = project.remote.path().join("looks-harmless");
     symlink(&home, &link).unwrap();
-    project.write_config(sshd.port, &sshd.user, &sshd.identity, "");
-    let config = std::fs::read_to_string(project.root().join("n10n-dev.toml"))
-        .unwrap()
-        .replace(
-            &project.replica().display().to_string(),
-            &link.display().to_string(),
-        );
-    std::fs::write(project.root().join("n10n-dev.toml"), config).unwrap();
+    project.set_dest(&link.display().to_string());
     for args in [
         &["sync", "--dry-run"][..],
         &["sync", "--adopt", "--dry-run"],
@@ -142,14 +123,7 @@ fn two_projects_syncing_into_one_dest_do_not_clobber_each_other() {
     let first = Project::new(&sshd);
     let second = Project::new(&sshd);
     // Both name the same replica (two checkouts with one folder name, or two Macs).
-    second.write_config(sshd.port, &sshd.user, &sshd.identity, "");
-    let shared = std::fs::read_to_string(second.root().join("n10n-dev.toml"))
-        .unwrap()
-        .replace(
-            &second.replica().display().to_string(),
-            &first.replica().display().to_string(),
-        );
-    std::fs::write(second.root().join("n10n-dev.toml"), shared).unwrap();
+    second.set_dest(&first.replica().display().to_string());
     for (project, name) in [(&first, "one"), (&second, "two")] {
         run_ok(
             "sh",
