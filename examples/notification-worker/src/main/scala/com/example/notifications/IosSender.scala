@@ -1,0 +1,4 @@
+package com.example.notifications
+
+/** Sends notifications to iOS devices. */
+class IosSender extends NotificationHandler("ios-sender")
