@@ -39,6 +39,9 @@ const MAX_CONNECTIONS: usize = 256;
 /// `TooManyRequestsException`.
 const MAX_QUEUED_EVENTS: usize = 1000;
 
+/// The largest `X-Amz-Client-Context` Lambda takes, base64 included.
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
 /// Serve the Invoke API on `listener` until the task is dropped.
 pub async fn serve<L: Launcher>(listener: TcpListener, functions: Arc<Functions<L>>) {
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -156,9 +159,16 @@ async fn handle<L: Launcher>(
             "Could not parse request body into json",
         ));
     }
+    let Ok(client_context) = client_context(&headers) else {
+        return Ok(service_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "Client context must be a valid Base64-encoded JSON object.",
+        ));
+    };
     let request = super::Request {
         payload,
-        client_context: client_context(&headers),
+        client_context,
         want_logs: header("X-Amz-Log-Type") == "Tail",
     };
     match header("X-Amz-Invocation-Type").as_str() {
@@ -195,11 +205,21 @@ fn function_name(text: &str) -> String {
     text.split(':').next().unwrap_or(text).to_string()
 }
 
-/// The base64 `X-Amz-Client-Context` as the JSON the runtime header carries.
-fn client_context(headers: &HeaderMap) -> Option<String> {
-    let encoded = headers.get("X-Amz-Client-Context")?.to_str().ok()?;
-    let decoded = STANDARD.decode(encoded).ok()?;
-    String::from_utf8(decoded).ok()
+/// The base64 `X-Amz-Client-Context` as the JSON the runtime header carries. Lambda refuses
+/// anything but base64 of a JSON object of at most `MAX_CLIENT_CONTEXT` bytes; passed on, the
+/// Java runtime client would fail the invocation on it.
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, ()> {
+    let Some(encoded) = headers.get("X-Amz-Client-Context") else {
+        return Ok(None);
+    };
+    if encoded.len() > MAX_CLIENT_CONTEXT {
+        return Err(());
+    }
+    let decoded = STANDARD.decode(encoded.as_bytes()).map_err(|_| ())?;
+    match serde_json::from_slice::<serde_json::Value>(&decoded) {
+        Ok(serde_json::Value::Object(_)) => String::from_utf8(decoded).map(Some).map_err(|_| ()),
+        _ => Err(()),
+    }
 }
 
 fn respond(status: StatusCode, request_id: &str, body: Bytes) -> Response<Full<Bytes>> {

@@ -592,3 +592,71 @@ async fn queued_event_invocations_are_capped_with_lambda_s_429() {
     server.abort();
     pool.shutdown().await;
 }
+
+/// Lambda takes a client context only as base64 of a JSON object, of at most 3,583 bytes; the
+/// Java runtime client fails the invocation (a Gson error, charged to the function) on anything
+/// else, so the emulator refuses it at the door as Lambda does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_context_must_be_base64_of_a_json_object() {
+    use base64::engine::general_purpose::STANDARD;
+    let record = tempfile::NamedTempFile::new().unwrap();
+    let launcher = Arc::new(Processes {
+        extra_env: vec![(
+            "N10N_TEST_RECORD".into(),
+            record.path().display().to_string(),
+        )],
+        ..Processes::default()
+    });
+    let echo = Pool::new(function("echoer", "echo", 10), launcher, 1, None);
+    let functions = Arc::new(Functions {
+        by_name: [("echoer".to_string(), echo.clone())].into(),
+        any_name: false,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(invoke_api::serve(listener, functions));
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/echoer/invocations");
+    let http = reqwest::Client::new();
+    let call = |context: String, event: &'static str| {
+        http.post(&url)
+            .header("X-Amz-Client-Context", context)
+            .body(event)
+            .send()
+    };
+
+    let good = STANDARD.encode(r#"{"custom":{"team":"notifications"}}"#);
+    let r = call(good, r#"{"n":0}"#).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer["client_custom"]["team"], "notifications", "{answer}");
+
+    let padding = "x".repeat(3600);
+    for (n, bad) in [
+        "%%% not base64".to_string(),
+        STANDARD.encode("not json"),
+        STANDARD.encode("[1, 2]"),
+        STANDARD.encode(format!(r#"{{"custom":{{"pad":"{padding}"}}}}"#)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = call(bad.clone(), r#"{"refused":true}"#).await.unwrap();
+        assert_eq!(
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("x-amzn-errortype")
+                    .map(|v| v.to_str().unwrap().to_string())
+            ),
+            (400, Some("InvalidRequestContentException".to_string())),
+            "client context {n}"
+        );
+    }
+    let seen = std::fs::read_to_string(record.path()).unwrap();
+    assert!(
+        !seen.contains("refused"),
+        "a refused invocation reached the function: {seen}"
+    );
+    server.abort();
+    echo.shutdown().await;
+}

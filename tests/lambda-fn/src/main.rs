@@ -49,6 +49,7 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Error
                 "handler": handler,
                 "custom": std::env::var("N10N_TEST_VAR").unwrap_or_default(),
                 "tz": std::env::var("TZ").unwrap_or_default(),
+                "client_custom": context.client_context.map(|c| c.custom),
             }))
         }
     }
