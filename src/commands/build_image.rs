@@ -57,7 +57,8 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
         ("N10N_IMAGE".to_string(), reference.clone()),
         ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
     ];
-    let code = place.run(&command, &env).await?;
+    // The build's own output goes to stderr: stdout is the summary, for scripts.
+    let code = place.run(&format!("exec 1>&2\n{command}"), &env).await?;
     if code != 0 {
         return Err(Error::Other(format!(
             "the build failed (exit {code}): {}\nits output ends above; nothing was saved",

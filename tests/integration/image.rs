@@ -186,7 +186,7 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
     .unwrap();
     project.write(
         "build.sh",
-        &format!("#!/bin/sh\nset -e\ndocker build -t {made}:DEV .\n"),
+        &format!("#!/bin/sh\nset -e\necho building on stdout\ndocker build -t {made}:DEV .\n"),
     );
     run_ok(
         "chmod",
@@ -194,6 +194,13 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
     );
     let out = project.run(&["build-image"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Standard output is the summary alone, for scripts; the build's own output is on stderr.
+    assert!(
+        stdout(&out).starts_with(&format!("image:    {made}:DEV\n")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("building on stdout"), "{}", stderr(&out));
     assert!(
         stdout(&out).contains(&format!("image:    {made}:DEV\n")),
         "{}",
