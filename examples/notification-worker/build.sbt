@@ -1,7 +1,8 @@
 import com.typesafe.sbt.packager.docker.{Cmd, ExecCmd}
 
-// AWS's Java 21 base image, pinned by digest: `n10n-dev check-base --update` moves the digits.
-val lambdaJavaBase = "public.ecr.aws/lambda/java:21@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+// AWS's Java 21 base image, pinned by digest (its linux/amd64 image of July 2026, Corretto
+// 21.0.11): `n10n-dev check-base` says when :21 moves on, `check-base --update` moves the digits.
+val lambdaJavaBase = "public.ecr.aws/lambda/java:21@sha256:1dac9793c19eba748139fa1b9c722b36242425b61936419dea33e3d122e6e336"
 
 // Offline tests build on a stand-in: LAMBDA_JAVA_BASE=<repository>:<tag>@sha256:<digest>.
 val baseImage = sys.env.getOrElse("LAMBDA_JAVA_BASE", lambdaJavaBase)
