@@ -20,6 +20,9 @@ for package in openjdk-17-jdk-headless ivy ca-certificates; do
 done
 if [ -n "$need" ]; then
   echo "installing:$need"
+  # Minimal images (Ubuntu's minimal cloud images, Docker's) leave /usr/share/man out; the JDK's
+  # postinst registers its man pages with update-alternatives and fails without the directory.
+  mkdir -p /usr/share/man/man1
   apt-get update -q
   # shellcheck disable=SC2086 # a list of package names
   apt-get install -y -q --no-install-recommends $need

@@ -12,10 +12,11 @@ if [ -z "${AWS_LAMBDA_RUNTIME_API:-}" ]; then
   exit 142
 fi
 export _HANDLER="$1"
-# As AWS's Java bootstrap: a heap of 85% of the function's memory, the serial collector and the
+# As AWS's Java bootstrap: a heap of 85% of the function's memory (a handler that runs out of
+# it fails with java.lang.OutOfMemoryError, the runtime goes on), the serial collector and the
 # first JIT tier only (a short-lived process starts faster).
 heap_mb=$(( ${AWS_LAMBDA_FUNCTION_MEMORY_SIZE:-512} * 85 / 100 ))
 exec java -XX:MaxHeapSize="${heap_mb}m" -XX:+UseSerialGC -Xshare:auto \
-  -XX:+TieredCompilation -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError \
+  -XX:+TieredCompilation -XX:TieredStopAtLevel=1 \
   -classpath '/var/runtime/lib/*' \
   com.amazonaws.services.lambda.runtime.api.client.AWSLambda "$_HANDLER"
