@@ -287,22 +287,36 @@ fn init_tracing(cli: &Cli) {
     }
 }
 
+impl Command {
+    /// The exit code of a failure (usage and configuration errors exit 2 whatever the command).
+    fn failure_code(&self) -> u8 {
+        match self {
+            // 1..=254 belong to the remote command, as with ssh.
+            Command::Run(_) | Command::Shell(_) => 255,
+            // 1 means stale: failing to find out must not look like an answer.
+            Command::CheckBase(_) => 3,
+            _ => 1,
+        }
+    }
+
+    /// Whether standard output carries a remote command's output rather than n10n-dev's own.
+    fn relays_remote_output(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Shell(_))
+    }
+}
+
 async fn dispatch(cli: Cli) -> u8 {
-    let is_remote_command = matches!(cli.command, Command::Run(_) | Command::Shell(_));
-    let is_check_base = matches!(cli.command, Command::CheckBase(_));
-    let result = run_command(cli).await;
-    match result {
+    let failure_code = cli.command.failure_code();
+    let ends_quietly_on_broken_pipe = !cli.command.relays_remote_output();
+    match run_command(cli).await {
         Ok(code) => code.clamp(0, 255) as u8,
+        // The reader went away (`| head`): nothing more to say, as with `cat`.
+        Err(error) if ends_quietly_on_broken_pipe && crate::stdout::is_broken_pipe(&error) => 0,
         Err(error) => {
             eprintln!("error: {error}");
-            // `run` and `shell` reserve 1..=254 for the remote command, as ssh does.
-            if is_remote_command && !error.is_usage() {
-                255
-            } else if is_check_base && !error.is_usage() {
-                // 1 means stale: failing to find out must not look like an answer.
-                3
-            } else {
-                error.exit_code()
+            match error.is_usage() {
+                true => 2,
+                false => failure_code,
             }
         }
     }
@@ -336,13 +350,9 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .map(|()| 0),
         Command::Forwarder => crate::forwarder::serve::run(&context()?).await.map(|()| 0),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "n10n-dev",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "n10n-dev", &mut script);
+            crate::stdout::write(script).map(|()| 0)
         }
     }
 }

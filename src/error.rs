@@ -1,4 +1,5 @@
-//! One error type for the whole tool, mapped to exit codes in one place (`Error::exit_code`).
+//! One error type for the whole tool; `is_usage` and `cli::Command::failure_code` make exit
+//! codes of it in one place.
 
 use std::path::PathBuf;
 
@@ -64,17 +65,10 @@ impl Error {
         }
     }
 
-    /// Exit code for commands that follow the general rule (0 ok, 1 failure, 2 usage/config).
-    /// `run` and `shell` map failures to 255 instead, as `ssh` does (see `cli`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) | Error::Config(_) => 2,
-            _ => 1,
-        }
-    }
-
+    /// A usage or configuration error: exit 2 for every command. Other failures exit with the
+    /// command's own code (`cli::Command::failure_code`).
     pub fn is_usage(&self) -> bool {
-        self.exit_code() == 2
+        matches!(self, Error::Usage(_) | Error::Config(_))
     }
 }
 

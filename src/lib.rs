@@ -27,6 +27,7 @@ pub mod push;
 pub mod registry;
 pub mod ssh;
 pub mod state;
+pub mod stdout;
 pub mod sync;
 
 pub use cli::main;

@@ -1,8 +1,6 @@
 //! `build-image [--tag T] [--platform P] [--save FILE] [--no-sync]`: from cold to a Lambda-ready
 //! image in one command: bring the machine up (as `up` does), sync, build, describe the image.
 
-use std::io::Write;
-
 use super::Context;
 use crate::cli::BuildImageArgs;
 use crate::error::{Error, Result};
@@ -175,15 +173,12 @@ fn print_summary(
         None => format!("none (no {label} label)"),
     };
     let built = format!("{}/{}", image.os, image.architecture);
-    let mut out = std::io::stdout().lock();
-    let written = writeln!(
-        out,
+    crate::outln!(
         "image:    {shown}\nid:       {}\nsize:     {}\nplatform: {built}\ncreated:  {}\nbase:     {base}",
         image.id,
         human_bytes(image.size),
         image.created
-    );
-    written.map_err(|e| Error::io("cannot write to standard output", e))?;
+    )?;
     if image.is_index {
         eprintln!(
             "warning: the image is a multi-platform index: Lambda needs a single-platform image \

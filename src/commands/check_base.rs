@@ -3,7 +3,6 @@
 //! `--update`, move the project's digest pins to the newest digest instead.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use clap::Args;
@@ -77,9 +76,7 @@ pub async fn run(ctx: &Context, args: CheckBaseArgs) -> Result<i32> {
         true => serde_json::to_string_pretty(&assessment).unwrap_or_default() + "\n",
         false => report(&assessment),
     };
-    std::io::stdout()
-        .write_all(shown.as_bytes())
-        .map_err(|e| Error::io("cannot write to standard output", e))?;
+    crate::stdout::write(shown)?;
     Ok(if assessment.stale { STALE } else { CURRENT })
 }
 
@@ -282,7 +279,6 @@ async fn update_pins(ctx: &Context) -> Result<i32> {
         return Ok(NOTHING_TO_UPDATE);
     }
     let rewrites = pins::rewrite(&changes)?;
-    let mut out = std::io::stdout().lock();
     for rewrite in &rewrites {
         rewrite.apply()?;
         let shown = rewrite
@@ -291,8 +287,7 @@ async fn update_pins(ctx: &Context) -> Result<i32> {
             .unwrap_or(&rewrite.file)
             .display()
             .to_string();
-        out.write_all(rewrite.diff(&shown).as_bytes())
-            .map_err(|e| Error::io("cannot write to standard output", e))?;
+        crate::stdout::write(rewrite.diff(&shown))?;
     }
     if !ctx.quiet {
         eprintln!(

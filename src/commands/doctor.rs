@@ -6,6 +6,7 @@ use crate::backend::{self, MachineState, native};
 use crate::config::BackendKind;
 use crate::error::Result;
 use crate::host::{CpuArch, Os};
+use crate::outln;
 
 pub async fn run(ctx: &Context) -> Result<i32> {
     let facts = &ctx.facts;
@@ -19,10 +20,10 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         CpuArch::Aarch64 => "arm64",
         CpuArch::Other => std::env::consts::ARCH,
     };
-    println!(
+    outln!(
         "host:      {os} {arch} ({})",
         facts.os_version.as_deref().unwrap_or("version unknown")
-    );
+    )?;
     let install = |tool: &str| crate::host::install_hint(facts.os, tool);
     let tools = &facts.tools;
     for (name, path) in [
@@ -31,43 +32,41 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         ("VBoxManage", &tools.vboxmanage),
     ] {
         match path {
-            Some(path) => println!("{name:<10} {}", path.display()),
-            None => println!("{name:<10} not found (install: {})", install(name)),
+            Some(path) => outln!("{name:<10} {}", path.display())?,
+            None => outln!("{name:<10} not found (install: {})", install(name))?,
         }
     }
     let engine = tools.docker.as_ref().map(|_| native::docker_answers());
     match (&tools.docker, engine) {
-        (None, _) => println!(
+        (None, _) => outln!(
             "{:<10} not found (install: {})",
             "docker",
             install("docker")
-        ),
-        (Some(path), Some(true)) => {
-            println!("{:<10} {} (engine answers)", "docker", path.display())
-        }
-        (Some(path), _) if facts.os == Os::MacOs => println!(
+        )?,
+        (Some(path), Some(true)) => outln!("{:<10} {} (engine answers)", "docker", path.display())?,
+        (Some(path), _) if facts.os == Os::MacOs => outln!(
             "{:<10} {} (the client; the engine runs in the VM)",
             "docker",
             path.display()
-        ),
-        (Some(path), _) => println!(
+        )?,
+        (Some(path), _) => outln!(
             "{:<10} {} (the CLI only: no engine answers; start it: sudo systemctl start docker)",
             "docker",
             path.display()
-        ),
+        )?,
     }
-    println!(
+    outln!(
         "project:   {} ({})",
         ctx.project.root.display(),
         ctx.project.name
-    );
+    )?;
     let requested = backend::requested(None, &ctx.project)?;
     let chosen = backend::chosen(None, &ctx.project, facts);
     match &chosen {
-        Ok(kind) if *kind == requested => println!("backend:   {kind}"),
-        Ok(kind) => println!("backend:   {requested} → {kind}"),
+        Ok(kind) if *kind == requested => outln!("backend:   {kind}")?,
+        Ok(kind) => outln!("backend:   {requested} → {kind}")?,
         // Why not is the verdict's to say.
-        Err(_) => println!("backend:   {requested} (not usable here)"),
+        Err(_) => outln!("backend:   {requested} (not usable here)")?,
     }
     let verdict = match (chosen, ctx.backend(None)) {
         (_, Err(e)) => Err(e.to_string()),
@@ -78,16 +77,16 @@ pub async fn run(ctx: &Context) -> Result<i32> {
                     .to_string()
             }
         }),
-        (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend.as_ref()),
+        (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend.as_ref())?,
         (_, Ok(_)) => Ok(()),
     };
     match verdict {
         Ok(()) => {
-            println!("verdict:   ready; `n10n-dev up` starts the build machine");
+            outln!("verdict:   ready; `n10n-dev up` starts the build machine")?;
             Ok(0)
         }
         Err(why) => {
-            println!("verdict:   not ready: {why}");
+            outln!("verdict:   not ready: {why}")?;
             Ok(1)
         }
     }
@@ -98,33 +97,36 @@ pub async fn run(ctx: &Context) -> Result<i32> {
 fn ssh_host_ready(
     ctx: &Context,
     backend: &dyn backend::Backend,
-) -> std::result::Result<(), String> {
+) -> Result<std::result::Result<(), String>> {
     let ssh = &ctx.project.config.ssh;
     let identity = ssh.identity.display();
     let key = std::fs::File::open(&ssh.identity);
     match &key {
-        Ok(_) => println!("identity:  {identity}"),
-        Err(e) => println!("identity:  {identity}: {e}"),
+        Ok(_) => outln!("identity:  {identity}")?,
+        Err(e) => outln!("identity:  {identity}: {e}")?,
     }
-    let state = backend.state().map_err(|e| e.to_string())?;
-    println!(
+    let state = match backend.state() {
+        Ok(state) => state,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    outln!(
         "ssh host:  {}:{} {state}",
         ssh.host.as_deref().unwrap_or("-"),
         ssh.port
-    );
+    )?;
     if let Err(e) = key {
-        return Err(format!(
+        return Ok(Err(format!(
             "cannot read the key {identity} ({e}): set [ssh] identity to your private key, or \
              make one with `ssh-keygen -t ed25519` and add its .pub to the host's \
              ~/.ssh/authorized_keys"
-        ));
+        )));
     }
-    match state {
+    Ok(match state {
         MachineState::Reachable => Ok(()),
         _ => Err(
             "the host does not answer on its SSH port: is sshd running there? Are [ssh] \
                   host and port right?"
                 .to_string(),
         ),
-    }
+    })
 }

@@ -3,6 +3,7 @@
 //! contexts (the Go client, testcontainers) need it; testcontainers also needs to be told
 //! where the socket is inside the VM and where mapped ports are reached.
 
+use crate::outln;
 use clap::{Args, ValueEnum};
 
 use super::Context;
@@ -31,7 +32,7 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<()> {
             "env: the native backend uses this machine's own Docker engine: nothing to change"
         );
         if matches!(args.shell, Shell::Json) {
-            println!("{{}}");
+            outln!("{{}}")?;
         }
         return Ok(());
     }
@@ -47,18 +48,18 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<()> {
     match args.shell {
         Shell::Sh => {
             for (key, value) in &vars {
-                println!(
+                outln!(
                     "export {key}={}",
                     crate::ssh::quote::quote(value.as_bytes())
-                );
+                )?;
             }
         }
         Shell::Fish => {
             for (key, value) in &vars {
-                println!(
+                outln!(
                     "set -gx {key} {};",
                     crate::ssh::quote::quote(value.as_bytes())
-                );
+                )?;
             }
         }
         Shell::Json => {
@@ -66,7 +67,7 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<()> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone().into()))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&map).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&map).unwrap_or_default())?;
         }
     }
     if !crate::forwarder::engine_answers(&socket, std::time::Duration::from_secs(2)) {

@@ -3,7 +3,7 @@
 //! `invoke --serve`: keep sandboxes warm behind the Lambda Invoke API on 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,11 +261,7 @@ async fn invoke_once(pool: Arc<Pool<DockerLauncher>>, payload: Bytes) -> Result<
         }
     };
     pool.shutdown().await;
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_all(&answer.body)
-        .and_then(|()| out.write_all(b"\n"));
-    written.map_err(|e| Error::io("cannot write to standard output", e))?;
+    crate::stdout::write([&answer.body[..], b"\n"].concat())?;
     report_failure(&answer, pool.function());
     Ok(if answer.is_error() { 1 } else { 0 })
 }

@@ -3,6 +3,7 @@
 use super::Context;
 use crate::error::{Error, Result};
 use crate::forwarder::{self, Status};
+use crate::outln;
 
 pub async fn run(ctx: &Context) -> Result<()> {
     if ctx.backend(None)?.runs_locally() {
@@ -22,13 +23,13 @@ pub async fn run(ctx: &Context) -> Result<()> {
         }
     };
     if status.ports.is_empty() {
-        println!("no ports forwarded");
+        outln!("no ports forwarded")?;
     }
     for port in &status.ports {
-        println!("{:<24} -> {:<24} {}", port.host, port.guest, port.source);
+        outln!("{:<24} -> {:<24} {}", port.host, port.guest, port.source)?;
     }
     for skipped in &status.skipped {
-        println!("skipped {:<16} {}", skipped.port, skipped.why);
+        outln!("skipped {:<16} {}", skipped.port, skipped.why)?;
     }
     eprintln!("ports: TCP only; UDP is not forwarded");
     Ok(())

@@ -2,7 +2,6 @@
 //! engine, push every tag with credentials resolved here, read the result back from the
 //! registry, and print `REPO@sha256:…` (what `aws lambda update-function-code --image-uri` takes).
 
-use std::io::Write;
 use std::time::Instant;
 
 use clap::Args;
@@ -91,8 +90,7 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
         }
         false => pushed,
     };
-    writeln!(std::io::stdout(), "{shown}")
-        .map_err(|e| Error::io("cannot write to standard output", e))
+    crate::outln!("{shown}")
 }
 
 /// The registry credentials resolved here travel to the engine that pushes, on the build

@@ -1,9 +1,7 @@
 //! `ssh-config`: an OpenSSH Host block that uses the pinned host key, for ssh, scp and IDEs.
 
-use std::io::Write;
-
 use super::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ssh::{Endpoint, Session};
 
 pub async fn run(ctx: &Context) -> Result<()> {
@@ -12,9 +10,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
         // Nothing pinned yet: connect once so the block can demand the key (StrictHostKeyChecking yes).
         Session::connect(&endpoint).await?;
     }
-    std::io::stdout()
-        .write_all(host_block(&endpoint).as_bytes())
-        .map_err(|e| Error::io("cannot write to standard output", e))
+    crate::stdout::write(host_block(&endpoint))
 }
 
 fn host_block(endpoint: &Endpoint) -> String {

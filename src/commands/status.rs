@@ -1,5 +1,6 @@
 //! `status [--json]`: backend, state, resources, SSH endpoint, host key, last sync.
 
+use crate::outln;
 use serde::Serialize;
 
 use super::Context;
@@ -57,11 +58,11 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
         Err(e) => {
             // What is known without a backend, then why there is none.
             if !args.json {
-                println!("name:      {}", config.vm.name);
-                println!(
+                outln!("name:      {}", config.vm.name)?;
+                outln!(
                     "backend:   {} (not usable here)",
                     config.vm.backend.as_str()
-                );
+                )?;
             }
             return Err(e);
         }
@@ -123,32 +124,32 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     };
     if args.json {
         let json = serde_json::to_string_pretty(&status).expect("plain data");
-        println!("{json}");
+        outln!("{json}")?;
         return Ok(());
     }
     let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("name:      {}", status.name);
-    println!("backend:   {}", status.backend);
-    println!("state:     {state}");
+    outln!("name:      {}", status.name)?;
+    outln!("backend:   {}", status.backend)?;
+    outln!("state:     {state}")?;
     if let (Some(cpus), Some(memory), Some(disk)) = (status.cpus, &status.memory, &status.disk) {
-        println!("resources: {cpus} cpus, {memory} memory, {disk} disk");
+        outln!("resources: {cpus} cpus, {memory} memory, {disk} disk")?;
     }
     if remote {
-        println!("ssh:       {}", or_none(&status.endpoint));
-        println!("host key:  {}", or_none(&status.host_key));
-        println!("replica:   {}", or_none(&status.replica));
+        outln!("ssh:       {}", or_none(&status.endpoint))?;
+        outln!("host key:  {}", or_none(&status.host_key))?;
+        outln!("replica:   {}", or_none(&status.replica))?;
     }
-    println!("provision: {}", or_none(&status.provision_stamp));
+    outln!("provision: {}", or_none(&status.provision_stamp))?;
     match last {
         Some((when, entries)) => {
             let ago = when.elapsed().map_or(0, |d| d.as_secs());
-            println!("last sync: {ago} s ago, {entries} entries");
+            outln!("last sync: {ago} s ago, {entries} entries")?;
         }
-        None => println!("last sync: -"),
+        None => outln!("last sync: -")?,
     }
     if remote {
-        println!("docker:    {}", or_none(&status.docker_socket));
-        println!("context:   {}", or_none(&status.docker_context));
+        outln!("docker:    {}", or_none(&status.docker_socket))?;
+        outln!("context:   {}", or_none(&status.docker_context))?;
         match &status.forwarder {
             Some(f) => {
                 let health = match (f.healthy, f.connected) {
@@ -159,22 +160,26 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
                         f.last_error.as_deref().unwrap_or("no connection")
                     ),
                 };
-                println!(
+                outln!(
                     "forwarder: pid {}, {health}, {} reconnects, {} sessions through the kept \
                      connection",
-                    f.pid, f.reconnects, f.kept_sessions
-                );
+                    f.pid,
+                    f.reconnects,
+                    f.kept_sessions
+                )?;
                 for port in &f.ports {
-                    println!(
+                    outln!(
                         "port:      {} -> {} ({})",
-                        port.host, port.guest, port.source
-                    );
+                        port.host,
+                        port.guest,
+                        port.source
+                    )?;
                 }
                 for skipped in &f.skipped {
-                    println!("skipped:   {} ({})", skipped.port, skipped.why);
+                    outln!("skipped:   {} ({})", skipped.port, skipped.why)?;
                 }
             }
-            None => println!("forwarder: not running (`n10n-dev up` starts it)"),
+            None => outln!("forwarder: not running (`n10n-dev up` starts it)")?,
         }
     }
     Ok(())

@@ -200,7 +200,11 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
         "{}",
         stdout(&out)
     );
-    assert!(stderr(&out).contains("building on stdout"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("building on stdout"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stdout(&out).contains(&format!("image:    {made}:DEV\n")),
         "{}",

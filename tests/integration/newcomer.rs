@@ -353,3 +353,42 @@ fn one_file_is_one_file() {
         stderr(&out)
     );
 }
+
+/// `n10n-dev status | head -1` and the like: a reader that goes away ends the command quietly
+/// (exit 0, no panic), as it ends `cat` or `grep`.
+#[test]
+fn a_closed_standard_output_ends_commands_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n10n-dev.toml"),
+        "[vm]\nbackend = \"native\"\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["doctor"],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["env"],
+        vec!["env", "--shell", "json"],
+        vec!["ports"],
+        vec!["completions", "bash"],
+    ] {
+        // A pipe whose reading end is closed before the command starts: every write fails.
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        let out = command_in(dir.path(), &args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
