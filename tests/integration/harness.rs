@@ -567,3 +567,10 @@ pub fn require_docker() {
         "these tests need a Docker engine: .ci/run starts `dockerd --bridge=none --iptables=false`"
     );
 }
+
+/// A project directory of its own whose n10n-dev.toml is `config`.
+pub fn project_dir(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n10n-dev.toml"), config).unwrap();
+    dir
+}

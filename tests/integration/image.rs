@@ -220,12 +220,7 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
 
 #[test]
 fn nothing_to_build_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     let out = native(dir.path(), &["build-image"], &[]);
     assert_exit_saying(&out, 2, "neither a Dockerfile");
 }

@@ -84,12 +84,9 @@ fn json(out: &Output) -> Value {
 #[test]
 fn invoke_runs_the_image_once_and_says_how_it_ended() {
     let image = FunctionImage::build("native");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
+    let dir = project_dir(
         "[vm]\nbackend = \"native\"\n[lambda]\nmemory_mb = 256\nenv = { N10N_TEST_VAR = \"from-config\" }\n",
-    )
-    .unwrap();
+    );
     std::fs::write(dir.path().join("event.json"), r#"{"order": 42}"#).unwrap();
 
     let out = native(dir.path(), &["invoke", &image.0, "--event", "event.json"]);
@@ -271,12 +268,7 @@ fn status(answer: &str) -> u16 {
 #[test]
 fn serve_refuses_web_pages_and_foreign_hosts_and_launches_nothing_for_them() {
     let image = FunctionImage::build("origin");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     let port = free_port();
     let mut serve = native_serve(dir.path(), &image, port);
     wait_for("the Invoke API", Duration::from_secs(30), || {

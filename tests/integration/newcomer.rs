@@ -155,12 +155,7 @@ fn help_shows_global_options_and_the_environment_and_logs_are_plain_in_a_pipe() 
 #[test]
 fn ports_on_the_native_backend_says_they_are_already_local() {
     require_docker();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     let out = command_in(dir.path(), &["ports"]).output().unwrap();
     assert_exit_saying(&out, 0, "already this machine's");
 }
@@ -207,12 +202,9 @@ fn status_and_up_say_whether_an_ssh_host_answers() {
 #[test]
 fn check_base_with_a_malformed_image_name_is_a_usage_error_on_every_backend() {
     for backend in ["lima", "vagrant", "native", "ssh"] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("n10n-dev.toml"),
-            format!("[vm]\nbackend = \"{backend}\"\n[ssh]\nhost = \"127.0.0.1\"\nport = 9\n"),
-        )
-        .unwrap();
+        let dir = project_dir(&format!(
+            "[vm]\nbackend = \"{backend}\"\n[ssh]\nhost = \"127.0.0.1\"\nport = 9\n"
+        ));
         let out = command_in(dir.path(), &["check-base", "Not An:Image"])
             // No backend tool to find: the name is judged before any is looked for.
             .env("PATH", "/nonexistent")
@@ -328,12 +320,7 @@ fn doctor_checks_an_ssh_host_s_key_and_port() {
 
 #[test]
 fn invoke_e_with_a_file_asks_whether_event_was_meant() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     std::fs::write(dir.path().join("event.json"), "{}").unwrap();
     let out = command_in(dir.path(), &["invoke", "some-image:1", "-e", "event.json"])
         .output()
@@ -359,12 +346,7 @@ fn one_file_is_one_file() {
 #[test]
 fn a_closed_standard_output_ends_commands_quietly() {
     use std::os::fd::{FromRawFd, OwnedFd};
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     for args in [
         vec!["doctor"],
         vec!["status"],

@@ -118,12 +118,7 @@ fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
 
 #[test]
 fn native_shell_opens_in_the_project_and_returns_its_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n10n-dev.toml"),
-        "[vm]\nbackend = \"native\"\n",
-    )
-    .unwrap();
+    let dir = project_dir("[vm]\nbackend = \"native\"\n");
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/bin");
     let session = format!("n10n-native-shell-{}", std::process::id());
     let command = format!(
