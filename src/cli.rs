@@ -1,13 +1,11 @@
 //! Command-line parsing (clap) and the one place where results become exit codes.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 
 use crate::commands::{self, Context};
-use crate::config::BackendKind;
 use crate::error::Error;
 
 const GLOBAL: &str = "Global options";
@@ -46,19 +44,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or resume the build VM, provision it, pin its host key and sync the project
-    Up(UpArgs),
+    Up(commands::up::UpArgs),
     /// Show the backend, the VM's state, resources, SSH endpoint and host key
-    Status(StatusArgs),
+    Status(commands::status::StatusArgs),
     /// Run the provision scripts again (only when they changed, unless --force)
-    Provision(ProvisionArgs),
+    Provision(commands::provision::ProvisionArgs),
     /// Stop the VM (its disk and the replica are kept)
     Stop,
     /// Delete the VM and n10n-dev's state for it
-    Destroy(DestroyArgs),
+    Destroy(commands::destroy::DestroyArgs),
     /// Show this machine's tools, the backend n10n-dev would use, and what to install
     Doctor,
     /// Build the container image in the VM from cold: up, sync, build, describe
-    BuildImage(BuildImageArgs),
+    BuildImage(commands::build_image::BuildImageArgs),
     /// Is the image's base still the newest, and young enough? Exit 0 current, 1 stale, 3 unknown
     CheckBase(commands::check_base::CheckBaseArgs),
     /// Run the image's function against n10n-dev's Runtime API emulator (or serve it warm)
@@ -66,11 +64,11 @@ pub enum Command {
     /// Push the built image with credentials from this machine; prints REPO@sha256:…
     Push(commands::push::PushArgs),
     /// Copy the project onto the build machine: a one-way replica that honours .gitignore
-    Sync(SyncArgs),
+    Sync(commands::sync::SyncArgs),
     /// Sync, then run a command in the replica: exit code, stdin, Ctrl-C behave as if local
-    Run(RunArgs),
+    Run(commands::run::RunArgs),
     /// Sync, then open an interactive login shell in the replica
-    Shell(ShellArgs),
+    Shell(commands::shell::ShellArgs),
     /// Print an OpenSSH Host block (pinned host key) for ssh, scp and IDEs
     SshConfig,
     /// Print DOCKER_HOST and the testcontainers overrides for the VM's engine, for eval
@@ -87,126 +85,6 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// Use this backend instead of the configured one: auto, lima, vagrant, native, ssh
-    #[arg(long, value_name = "B")]
-    pub backend: Option<BackendKind>,
-
-    /// Do not run the provision scripts
-    #[arg(long)]
-    pub no_provision: bool,
-
-    /// Also make the VM's Docker context (n10n-<name>) the current one
-    #[arg(long)]
-    pub docker_context: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BuildImageArgs {
-    /// Image tag (before $BUILD_NUMBER and [image] tag)
-    #[arg(short, long, value_name = "T")]
-    pub tag: Option<String>,
-
-    /// linux/amd64 or linux/arm64 (default: [image] platform)
-    #[arg(long, value_name = "P")]
-    pub platform: Option<String>,
-
-    /// Also write the image, as `docker save` makes it, to FILE here
-    #[arg(long, value_name = "FILE")]
-    pub save: Option<PathBuf>,
-
-    /// Do not sync the project first
-    #[arg(long)]
-    pub no_sync: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ProvisionArgs {
-    /// Run every script even if the machine's stamp says they already ran
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DestroyArgs {
-    /// Do not ask
-    #[arg(short, long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SyncArgs {
-    /// List what would be sent and deleted, change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Make the dest the replica even though it holds files n10n-dev did not put there:
-    /// lists what is not part of the project, then deletes it
-    #[arg(long)]
-    pub adopt: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Do not sync the project first
-    #[arg(long)]
-    pub no_sync: bool,
-
-    /// Set KEY=VAL in the command's environment; a bare KEY passes the local value
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VAL]")]
-    pub env: Vec<String>,
-
-    /// Run in DIR, relative to the replica (or absolute)
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    pub workdir: Option<String>,
-
-    /// The command and its arguments (after `--`)
-    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
-}
-
-#[derive(Debug, Args)]
-pub struct ShellArgs {
-    /// Do not sync the project first
-    #[arg(long)]
-    pub no_sync: bool,
-}
-
-/// `-e KEY=VAL` sets a value; `-e KEY` passes the local one.
-pub fn parse_env(
-    specs: &[String],
-    local: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, Error> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (key, value) = match spec.split_once('=') {
-                Some((key, value)) => (key, Some(value.to_string())),
-                None => (spec.as_str(), None),
-            };
-            let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(Error::Usage(format!(
-                    "-e {spec}: `{key}` is not a valid environment variable name (letters, digits, _)"
-                )));
-            }
-            let value = value.or_else(|| local(key)).ok_or_else(|| {
-                Error::Usage(format!("-e {key}: {key} is not set here; write -e {key}=VALUE"))
-            })?;
-            Ok((key.to_string(), value))
-        })
-        .collect()
 }
 
 pub fn main() -> ExitCode {
@@ -360,27 +238,6 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_specs() {
-        let local = |key: &str| (key == "HOME").then(|| "/home/me".to_string());
-        let parsed = parse_env(&["A=1=2".into(), "HOME".into(), "E=".into()], local).unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                ("A".into(), "1=2".into()),
-                ("HOME".into(), "/home/me".into()),
-                ("E".into(), "".into())
-            ]
-        );
-        assert!(
-            parse_env(&["UNSET_HERE".into()], local)
-                .unwrap_err()
-                .is_usage()
-        );
-        assert!(parse_env(&["1A=x".into()], local).unwrap_err().is_usage());
-        assert!(parse_env(&["=x".into()], local).unwrap_err().is_usage());
-    }
 
     #[test]
     fn clap_definition_is_consistent() {

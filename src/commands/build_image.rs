@@ -1,13 +1,35 @@
 //! `build-image [--tag T] [--platform P] [--save FILE] [--no-sync]`: from cold to a Lambda-ready
 //! image in one command: bring the machine up (as `up` does), sync, build, describe the image.
 
+use std::path::PathBuf;
+
+use clap::Args;
+
 use super::Context;
-use crate::cli::BuildImageArgs;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageFacts, Place};
 use crate::provision;
 use crate::ssh::Session;
 use crate::sync::human_bytes;
+
+#[derive(Debug, Args)]
+pub struct BuildImageArgs {
+    /// Image tag (before $BUILD_NUMBER and [image] tag)
+    #[arg(short, long, value_name = "T")]
+    pub tag: Option<String>,
+
+    /// linux/amd64 or linux/arm64 (default: [image] platform)
+    #[arg(long, value_name = "P")]
+    pub platform: Option<String>,
+
+    /// Also write the image, as `docker save` makes it, to FILE here
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+
+    /// Do not sync the project first
+    #[arg(long)]
+    pub no_sync: bool,
+}
 
 pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     let config = &ctx.project.config.image;

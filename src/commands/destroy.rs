@@ -3,11 +3,19 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use clap::Args;
+
 use super::Context;
-use crate::cli::DestroyArgs;
 use crate::config::BackendKind;
 use crate::error::{Error, Result};
 use crate::progress::Step;
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask
+    #[arg(short, long)]
+    pub force: bool,
+}
 
 pub async fn run(ctx: &Context, args: DestroyArgs) -> Result<()> {
     let vm = &ctx.project.config.vm.name;

@@ -115,7 +115,7 @@ fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Functi
             "-e {file}: -e sets an environment variable (KEY=VALUE); did you mean --event {file}?"
         )));
     }
-    let extra = crate::cli::parse_env(&args.env, |key| std::env::var(key).ok())?;
+    let extra = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
     let function = |name: &str, handler: Option<String>| {
         let mut env: BTreeMap<String, String> =
             Function::lambda_env(name, lambda.memory_mb, &region)

@@ -1,9 +1,17 @@
 //! `provision [--force]`: run the provision scripts again, only those that changed unless forced.
 
+use clap::Args;
+
 use super::Context;
-use crate::cli::ProvisionArgs;
 use crate::error::{Error, Result};
 use crate::provision;
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Run every script even if the machine's stamp says they already ran
+    #[arg(long)]
+    pub force: bool,
+}
 
 pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
     let backend = ctx.backend(None)?;

@@ -2,10 +2,18 @@
 
 use std::io::IsTerminal;
 
+use clap::Args;
+
 use super::Context;
-use crate::cli::ShellArgs;
 use crate::error::Result;
 use crate::ssh::{ExitCode, RemoteCommand};
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Do not sync the project first
+    #[arg(long)]
+    pub no_sync: bool,
+}
 
 pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
     let backend = ctx.backend(None)?;

@@ -1,13 +1,13 @@
 //! `status [--json]`: backend, state, resources, SSH endpoint, host key, last sync.
 
-use crate::outln;
+use clap::Args;
 use serde::Serialize;
 
 use super::Context;
 use crate::backend::MachineState;
-use crate::cli::StatusArgs;
 use crate::config::BackendKind;
 use crate::error::Result;
+use crate::outln;
 
 #[derive(Serialize)]
 struct Status {
@@ -49,6 +49,13 @@ struct Forwarder {
     kept_sessions: u64,
     ports: Vec<crate::forwarder::Forwarded>,
     skipped: Vec<crate::forwarder::Skipped>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {

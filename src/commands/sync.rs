@@ -1,9 +1,22 @@
 //! `sync [--dry-run] [--adopt]`
 
+use clap::Args;
+
 use super::Context;
-use crate::cli::SyncArgs;
 use crate::error::Result;
 use crate::sync::{self, Options};
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// List what would be sent and deleted, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Make the dest the replica even though it holds files n10n-dev did not put there:
+    /// lists what is not part of the project, then deletes it
+    #[arg(long)]
+    pub adopt: bool,
+}
 
 pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
     let backend = ctx.backend(None)?;

@@ -4,9 +4,26 @@
 
 use std::time::Instant;
 
+use clap::Args;
+
 use super::Context;
-use crate::cli::UpArgs;
+use crate::config::BackendKind;
 use crate::error::Result;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Use this backend instead of the configured one: auto, lima, vagrant, native, ssh
+    #[arg(long, value_name = "B")]
+    pub backend: Option<BackendKind>,
+
+    /// Do not run the provision scripts
+    #[arg(long)]
+    pub no_provision: bool,
+
+    /// Also make the VM's Docker context (n10n-<name>) the current one
+    #[arg(long)]
+    pub docker_context: bool,
+}
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     let started = Instant::now();
