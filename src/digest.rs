@@ -1,10 +1,19 @@
+//! Content digests. SHA-256 names content as registries and Docker do (`sha256:<hex>`).
 //! FNV-1a (64 bit), byte-wise, so any chunking of the same bytes gives the same value, and stable
-//! across runs and versions. Sync uses it to tell a racy file "touched within the timestamp
+//! across runs and versions: sync uses it to tell a racy file "touched within the timestamp
 //! granularity" from "changed" (a collision could only make a racy file look unchanged, odds
 //! about 2^-64), and to name its records; provisioning uses it for the stamp.
 
 use std::io::{self, Read};
 use std::path::Path;
+
+/// `sha256:<hex>`, as registries and Docker name content.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
 
 const OFFSET: u64 = 0xcbf29ce484222325;
 const PRIME: u64 = 0x100000001b3;

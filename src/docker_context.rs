@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use crate::digest::sha256_digest;
 use crate::error::{Error, Result};
-use crate::registry::sha256_digest;
 
 /// `n10n-<vm>`; a VM already named `n10n-…` (as a project's is by default) keeps its name,
 /// so that project `app` gets the context `n10n-app`, not `n10n-n10n-app`.

@@ -1,8 +1,11 @@
 //! n10n-dev: a Linux build machine for a Mac developer in one command.
 //!
-//! Layers, top to bottom: `cli` → `commands` → `machine` (shared workflows) → `backend`, `sync`,
-//! `provision`, `image` → `ssh`. Configuration (`config`) and host facts (`host`) are plain data
-//! passed down.
+//! Layers, top to bottom: `cli` → `commands` (one file per command, its arguments with it) →
+//! `machine` (shared workflows) → capabilities (`backend`, `sync`, `provision`, `image`,
+//! `lambda`, `registry`, `engine`, `push`, `forwarder`, `base`) → `ssh`. Helpers that several of
+//! them share have modules named for what they are (`digest`, `time`, `size`, `quick_ack`,
+//! `stdout`, `accept`, `own_ports`, `local`, `progress`); configuration (`config`), state
+//! (`state`), host facts (`host`) and errors (`error`) are plain data passed down.
 
 pub mod accept;
 pub mod backend;
@@ -24,10 +27,13 @@ pub mod own_ports;
 pub mod progress;
 pub mod provision;
 pub mod push;
+pub mod quick_ack;
 pub mod registry;
+pub mod size;
 pub mod ssh;
 pub mod state;
 pub mod stdout;
 pub mod sync;
+pub mod time;
 
 pub use cli::main;

@@ -4,7 +4,6 @@
 //! the newest digest (`pins`).
 
 pub mod pins;
-pub mod time;
 
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::registry::{Client, Reference};
+use crate::time;
 
 /// How many dated tags are asked for their digest, newest first, before giving up on naming one.
 const DATED_TAGS_ASKED: usize = 60;

@@ -9,8 +9,8 @@ use super::Context;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageFacts, Place};
 use crate::provision;
+use crate::size::human_bytes;
 use crate::ssh::Session;
-use crate::sync::human_bytes;
 
 #[derive(Debug, Args)]
 pub struct BuildImageArgs {

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::Context;
-use crate::base::{self, Assessment, Question, pins, time};
+use crate::base::{self, Assessment, Question, pins};
 use crate::error::{Error, Result};
 use crate::image;
 use crate::registry::{self, Client, Reference};
+use crate::time;
 
 /// Exit codes of `check-base` (see the CLI contract).
 const CURRENT: i32 = 0;

@@ -209,7 +209,7 @@ async fn keep_connected(ctx: &Context, link: &Link) {
                 link.update(|s| {
                     s.connected = true;
                     s.endpoint = endpoint.clone();
-                    s.since = crate::base::time::now();
+                    s.since = crate::time::now();
                     s.last_error = None;
                 });
                 eprintln!("forwarder: connected to {endpoint}");
@@ -218,7 +218,7 @@ async fn keep_connected(ctx: &Context, link: &Link) {
                 link.session.send_replace(None);
                 link.update(|s| {
                     s.connected = false;
-                    s.since = crate::base::time::now();
+                    s.since = crate::time::now();
                     s.reconnects += 1;
                     s.last_error = Some(format!("the connection to {endpoint} closed"));
                 });

@@ -57,7 +57,7 @@ pub async fn serve<L: Launcher>(listener: TcpListener, functions: Arc<Functions<
                 continue;
             }
         };
-        let stream = crate::ssh::QuickAckStream::accepted(stream);
+        let stream = crate::quick_ack::QuickAckStream::accepted(stream);
         let functions = functions.clone();
         tokio::spawn(async move {
             super::serve_http(stream, move |request| {

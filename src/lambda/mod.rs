@@ -55,7 +55,7 @@ impl Function {
     pub fn lambda_env(name: &str, memory_mb: u32, region: &str) -> Vec<(String, String)> {
         let stream = format!(
             "{}/[$LATEST]{}",
-            crate::base::time::date(crate::base::time::now()).replace('-', "/"),
+            crate::time::date(crate::time::now()).replace('-', "/"),
             &random_hex(16)
         );
         [
@@ -240,7 +240,7 @@ impl RuntimeListener {
                 Incoming::Tcp(listener) => loop {
                     match listener.accept().await {
                         Ok((stream, _)) => {
-                            let stream = crate::ssh::QuickAckStream::accepted(stream);
+                            let stream = crate::quick_ack::QuickAckStream::accepted(stream);
                             return Some(Box::new(stream) as Box<dyn Connection>);
                         }
                         Err(e) => crate::accept::pause_after("the Runtime API", &e).await,
@@ -347,7 +347,7 @@ fn request_id() -> String {
 
 /// An X-Ray trace header for one invocation.
 fn trace_id() -> String {
-    let seconds = crate::base::time::now();
+    let seconds = crate::time::now();
     format!(
         "Root=1-{seconds:08x}-{};Parent={};Sampled=0",
         random_hex(12),

@@ -6,7 +6,7 @@ pub mod credentials;
 pub mod ecr;
 mod reference;
 
-pub use client::{Client, Manifest, sha256_digest};
+pub use client::{Client, Manifest};
 pub use credentials::Credentials;
 pub use reference::{Reference, is_sha256_digest, is_valid_tag};
 

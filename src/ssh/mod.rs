@@ -9,7 +9,6 @@ mod known_hosts;
 mod pty;
 pub mod quote;
 pub mod relay;
-mod socket;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,7 +27,6 @@ pub use exec::{ExitCode, RemoteCommand};
 pub use job::Job;
 pub use kept::KeptServer;
 pub use known_hosts::{Pin, fingerprint};
-pub use socket::QuickAckStream;
 
 /// How long to wait for the TCP connection, key exchange and authentication.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -227,7 +225,7 @@ impl Session {
     /// Connect, verify the host key against the pin, authenticate, and pin the key on first use.
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
         let key = load_identity(&endpoint.identity)?;
-        let stream = socket::QuickAckStream::connect(&endpoint.host, endpoint.port);
+        let stream = crate::quick_ack::QuickAckStream::connect(&endpoint.host, endpoint.port);
         Session::handshake(endpoint, key, Trust::Pinned(endpoint.pin()), stream).await
     }
 

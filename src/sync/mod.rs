@@ -30,6 +30,7 @@ use crate::config::Project;
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::progress::TransferBar;
+use crate::size::human_bytes;
 use crate::ssh::{Agent, Session};
 use crate::state::{Lock, StateDir};
 use manifest::Baseline;
@@ -88,15 +89,6 @@ impl fmt::Display for Summary {
             human_bytes(self.bytes),
             self.deleted
         )
-    }
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }
 
