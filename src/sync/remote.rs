@@ -41,203 +41,17 @@ const AGENT_IDLE_SECS: u32 = 1800;
 /// `<length>\n<command>`, run `sh -c command` with the rest of the stream as stdin, reply
 /// `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the output. It exits when idle, or
 /// within 30 s of its socket being removed or replaced or of the replica being deleted.
-const AGENT: &str = r#"
-use strict;
-use Socket;
-use POSIX ();
-my ($path, $root, $idle) = @ARGV;
-(my $dir = $path) =~ s{/[^/]*$}{};
-mkdir $dir, 0700;
-my @d = lstat $dir;
-exit 1 unless @d && -d _ && $d[4] == $< && ($d[2] & 077) == 0;
-socket(my $check, PF_UNIX, SOCK_STREAM, 0) or exit 1;
-exit 0 if connect($check, pack_sockaddr_un($path));
-close $check;
-unlink $path;
-socket(my $server, PF_UNIX, SOCK_STREAM, 0) or exit 1;
-umask 077;
-bind($server, pack_sockaddr_un($path)) or exit 1;
-listen($server, 16) or exit 1;
-my $inode = (stat $path)[1];
-open(my $random, '<', '/dev/urandom') or exit 1;
-sysread($random, my $raw, 16) == 16 or exit 1;
-my $token = unpack('H*', $raw);
-open(my $tf, '>', "$path.token.new") or exit 1;
-print $tf $token;
-close($tf) or exit 1;
-rename("$path.token.new", "$path.token") or exit 1;
-defined(my $pid = fork) or exit 1;
-exit 0 if $pid;
-POSIX::setsid();
-chdir '/';
-open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
-$ENV{N10N_AGENT_SOCKET} = $path;
-$SIG{CHLD} = 'IGNORE';
-my $last_used = time;
-while (1) {
-  my $rin = ''; vec($rin, fileno($server), 1) = 1;
-  my $ready = select(my $rout = $rin, undef, undef, 30);
-  my @st = stat $path;
-  exit 0 unless @st && $st[1] == $inode && -d $root;
-  if ($ready <= 0) { exit 0 if time - $last_used >= $idle; next; }
-  accept(my $conn, $server) or next;
-  $last_used = time;
-  my $child = fork;
-  if (defined $child && $child == 0) { close $server; serve($conn); POSIX::_exit(0); }
-  close $conn;
-}
-sub serve {
-  my $conn = shift;
-  $SIG{CHLD} = 'DEFAULT';
-  write_all($conn, "n10n-agent-hello $token\n") or return;
-  my ($mode, $length) = ('', '');
-  while (1) {
-    sysread($conn, my $c, 1) == 1 or return;
-    if ($mode eq '' && $length eq '' && $c eq 's') { $mode = 's'; next; }
-    last if $c eq "\n";
-    $length .= $c;
-    return if length($length) > 12 || $c !~ /[0-9]/;
-  }
-  my $command = '';
-  while (length($command) < $length) {
-    sysread($conn, my $buf, $length - length($command)) or return;
-    $command .= $buf;
-  }
-  return stream($conn, $command) if $mode eq 's';
-  open(my $out, '+>', undef) or return;
-  open(my $err, '+>', undef) or return;
-  my $pid = fork;
-  return unless defined $pid;
-  if ($pid == 0) {
-    setpgrp(0, 0);
-    open(STDIN, '<&', $conn); open(STDOUT, '>&', $out); open(STDERR, '>&', $err);
-    exec('/bin/sh', '-c', $command);
-    POSIX::_exit(127);
-  }
-  waitpid($pid, 0);
-  my $status = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
-  my ($o, $e) = ('', '');
-  seek($out, 0, 0); { local $/; $o = <$out> // ''; }
-  seek($err, 0, 0); { local $/; $e = <$err> // ''; }
-  write_all($conn, "n10n-agent $status " . length($o) . ' ' . length($e) . "\n" . $o . $e);
-}
-sub write_all {
-  my ($conn, $data) = @_;
-  while (length $data) {
-    my $n = syswrite($conn, $data) or return 0;
-    substr($data, 0, $n) = '';
-  }
-  return 1;
-}
-# Streaming mode: stdout and stderr as they come, as frames `o`/`e` + 4-byte length + bytes,
-# then `x` + 4-byte exit status. The command leads its own process group, so that n10n-dev can
-# signal the whole of it.
-sub stream {
-  my ($conn, $command) = @_;
-  pipe(my $or, my $ow) or return;
-  pipe(my $er, my $ew) or return;
-  my $pid = fork;
-  return unless defined $pid;
-  if ($pid == 0) {
-    setpgrp(0, 0);
-    close $or; close $er;
-    open(STDIN, '<&', $conn); open(STDOUT, '>&', $ow); open(STDERR, '>&', $ew);
-    exec('/bin/sh', '-c', $command);
-    POSIX::_exit(127);
-  }
-  close $ow; close $ew;
-  my %open = (o => $or, e => $er);
-  while (%open) {
-    my $rin = '';
-    vec($rin, fileno($_), 1) = 1 for values %open;
-    next if select(my $rout = $rin, undef, undef, undef) <= 0;
-    for my $tag (keys %open) {
-      my $fh = $open{$tag};
-      next unless vec($rout, fileno($fh), 1);
-      my $n = sysread($fh, my $buf, 65536);
-      if (!$n) { delete $open{$tag}; next; }
-      write_all($conn, $tag . pack('N', $n) . $buf) or do { kill('TERM', -$pid); return };
-    }
-  }
-  waitpid($pid, 0);
-  my $status = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
-  write_all($conn, 'x' . pack('N', $status));
-}
-"#;
+const AGENT: &str = include_str!("scripts/agent.pl");
 
 /// Walks the replica without following links and prints, per entry, NUL-terminated fields:
 /// type (f, x for executable, d, l), size, mtime, path, link target. Skips `.git`. Uses only
 /// perl-base (File::Find is not in it).
-const LISTER: &str = r#"
-use strict;
-my @dirs = ('');
-while (@dirs) {
-  my $dir = shift @dirs;
-  opendir(my $dh, $dir eq '' ? '.' : $dir) or die "cannot read $dir: $!\n";
-  for my $name (readdir $dh) {
-    next if $name eq '.' || $name eq '..' || $name eq '.git';
-    my $path = $dir eq '' ? $name : "$dir/$name";
-    my @st = lstat($path) or next;
-    my ($type, $target) = ('', '');
-    if (-l _) { $type = 'l'; $target = readlink($path); }
-    elsif (-d _) { $type = 'd'; push @dirs, $path; }
-    elsif (-f _) { $type = ($st[2] & 0111) ? 'x' : 'f'; }
-    else { next; }
-    print join("\0", $type, $st[7], $st[9], $path, $target), "\0";
-  }
-  closedir $dh;
-}
-"#;
+const LISTER: &str = include_str!("scripts/lister.pl");
 
 /// Applies the operations list: deletes, then renames from staging. Refuses to write through a
 /// symlink or outside the replica. Args: staging dir, ops file, new replica id (or empty), the
 /// file that holds the id, and the replica directory's identity (see `identify`), recorded with it.
-const APPLY: &str = r#"
-use strict;
-use File::Path qw(remove_tree);
-my ($staging, $ops, $marker, $marker_file, $here) = @ARGV;
-open(my $fh, '<', $ops) or die "cannot read $ops: $!\n";
-my @fields = do { local $/ = "\0"; map { chomp; $_ } <$fh> };
-my %checked;
-sub parents_are_dirs {
-  my @parts = split m{/}, shift; pop @parts;
-  my $acc = '';
-  for my $part (@parts) {
-    $acc = $acc eq '' ? $part : "$acc/$part";
-    next if $checked{$acc};
-    die "refusing to write through symlink $acc\n" if -l $acc;
-    die "$acc is not a directory\n" unless -d $acc;
-    $checked{$acc} = 1;
-  }
-}
-sub remove {
-  my $path = shift;
-  if (-d $path && !-l $path) {
-    remove_tree($path, { error => \my $errors });
-    die "cannot delete $path\n" if @$errors;
-  } elsif (-e $path || -l $path) {
-    unlink($path) or die "cannot delete $path: $!\n";
-  }
-}
-while (@fields) {
-  my ($op, $path) = splice(@fields, 0, 2);
-  die "bad path $path\n" if $path =~ m{(^|/)\.\.(/|$)} || $path =~ m{^/};
-  if ($op eq 'D') { parents_are_dirs($path); remove($path); %checked = (); }
-  elsif ($op eq 'M') {
-    parents_are_dirs($path);
-    next if rename("$staging/$path", $path);
-    remove($path);
-    rename("$staging/$path", $path) or die "cannot move $path into place: $!\n";
-  }
-  else { die "unknown operation $op\n"; }
-}
-if ($marker ne '') {
-  open(my $out, '>', "$marker_file.new") or die "cannot write marker: $!\n";
-  print $out "$marker $here";
-  close($out) or die "cannot write marker: $!\n";
-  rename("$marker_file.new", $marker_file) or die "cannot write marker: $!\n";
-}
-"#;
+const APPLY: &str = include_str!("scripts/apply.pl");
 
 /// Shell functions.
 /// - `meta_of ROOT` sets `meta`, the directory beside the replica that holds n10n-dev's own files.
@@ -259,26 +73,25 @@ if ($marker ne '') {
 /// connection, takes over. Run inside an outdated agent, `start_agent` removes that agent's
 /// socket, which makes it exit; a new one cannot be started from there (it would inherit the
 /// old groups), so the next exec session starts it.
-fn shell_functions() -> String {
-    format!(
-        "meta_of() {{ meta=\"${{1%/*}}/.${{1##*/}}.n10n-dev\"; }}; \
-         unsafe() {{ echo \"unsafe $1\"; echo \"refusing to sync into $1\" >&2; exit $2; }}; \
-         refuse_unsafe() {{ home=$(cd ~ 2>/dev/null && pwd -P) || home=; \
-         case \"$1\" in /|/bin|/boot|/dev|/etc|/home|/lib|/lib64|/media|/mnt|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/var|/Users) \
-         unsafe \"$1\" \"$2\";; esac; \
-         case \"$home/\" in \"$1\"/*) unsafe \"$1\" \"$2\";; esac; }}; \
-         identify() {{ here=$(stat -c %d:%i:%w . | tr ' ' _); id=$(cat \"$meta/replica-id\" 2>/dev/null) || id=; \
-         case \"$id\" in *' '*) where=${{id#* }}; id=${{id%% *}};; *) where=;; esac; \
-         ours=; [ -n \"$id\" ] && {{ [ -z \"$where\" ] || [ \"$where\" = \"$here\" ]; }} && ours=1; \
-         [ -n \"$ours\" ] || id=; }}; \
-         start_agent() {{ agent=; sock=\"${{TMPDIR:-/tmp}}/n10n-dev-$(id -u)/{AGENT_SOCKET_PREFIX}$(printf '%s %s' \"$1\" \
-         \"$(id -G \"${{USER:-$(id -un)}}\")\" | cksum | cut -d ' ' -f 1).sock\"; \
-         if [ -z \"$N10N_AGENT_SOCKET\" ]; then perl -e {agent} \"$sock\" \"$1\" {AGENT_IDLE_SECS} \
-         </dev/null >/dev/null 2>&1 || return 0; \
-         elif [ \"$sock\" != \"$N10N_AGENT_SOCKET\" ]; then rm -f -- \"$N10N_AGENT_SOCKET\"; return 0; fi; \
-         token=$(cat \"$sock.token\" 2>/dev/null) && [ -n \"$token\" ] && agent=\"$token $sock\"; return 0; }}",
-        agent = quote::quote(AGENT.as_bytes()),
-    )
+const FUNCTIONS: &str = include_str!("scripts/functions.sh");
+/// The body of `probe_command`.
+const PROBE: &str = include_str!("scripts/probe.sh");
+/// The body of `apply_command`.
+const APPLY_STEP: &str = include_str!("scripts/apply.sh");
+
+/// `body` after the shell functions, with `words` (shell words, quoted already) and what the
+/// functions need assigned first.
+fn script(words: &[(&str, String)], body: &str) -> String {
+    let common = [
+        ("agent_prefix", quote::quote(AGENT_SOCKET_PREFIX.as_bytes())),
+        ("agent_idle", AGENT_IDLE_SECS.to_string()),
+        ("agent_script", quote::quote(AGENT.as_bytes())),
+    ];
+    let mut text = String::new();
+    for (name, word) in common.iter().chain(words) {
+        text.push_str(&format!("{name}={word}\n"));
+    }
+    text + FUNCTIONS + body
 }
 
 /// One round trip. The answer's first line: `same AGENT` when the replica carries
@@ -288,19 +101,14 @@ fn shell_functions() -> String {
 /// `TOKEN SOCKET`, or empty when no agent can be trusted. A replica of an earlier release has its
 /// id moved out first.
 pub fn probe_command(dest: &str, expected_id: &str) -> String {
-    let dir = quote::quote_path(dest);
-    format!(
-        "{functions}; d={dir}; root=; if [ -d \"$d\" ]; then cd -- \"$d\" && root=$(pwd -P); fi; \
-         if [ -z \"$root\" ]; then echo 'list '; exit 0; fi; refuse_unsafe \"$root\" 0; meta_of \"$root\"; \
-         if [ -f {LEGACY_MARKER} ]; then mkdir -p -- \"$meta\" && mv -f -- {LEGACY_MARKER} \"$meta/replica-id\"; fi; \
-         identify; if [ -z \"$ours\" ] && [ -n \"$(ls -A)\" ]; then echo \"foreign $(ls -A | wc -l)\"; \
-         perl -e {lister}; exit 0; fi; \
-         start_agent \"$root\"; \
-         if [ -n \"$id\" ] && [ \"$id $where\" = {id}\" $here\" ]; then echo \"same $agent\"; exit 0; fi; \
-         echo \"list $agent\"; perl -e {lister}",
-        functions = shell_functions(),
-        id = quote::quote(expected_id.as_bytes()),
-        lister = quote::quote(LISTER.as_bytes()),
+    script(
+        &[
+            ("d", quote::quote_path(dest)),
+            ("expected_id", quote::quote(expected_id.as_bytes())),
+            ("legacy_marker", quote::quote(LEGACY_MARKER.as_bytes())),
+            ("lister_script", quote::quote(LISTER.as_bytes())),
+        ],
+        PROBE,
     )
 }
 
@@ -310,21 +118,16 @@ pub fn probe_command(dest: &str, expected_id: &str) -> String {
 /// inherit it and hold it for as long as it lives). Into a directory that holds entries n10n-dev did not
 /// put there it writes nothing unless `adopt`.
 pub fn apply_command(dest: &str, new_marker: &str, adopt: bool) -> String {
-    let dir = quote::quote_path(dest);
-    format!(
-        "set -e; {functions}; d={dir}; mkdir -p -- \"$d\"; cd -- \"$d\"; root=$(pwd -P); \
-         refuse_unsafe \"$root\" 3; meta_of \"$root\"; mkdir -p -- \"$meta\"; \
-         exec 9>>\"$meta/lock\"; flock -w 120 9 || {{ echo \"another sync into $root held its lock for 2 minutes; try again\" >&2; exit 75; }}; \
-         identify; if [ -z \"$ours\" ] && [ -z {adopt} ] && [ -n \"$(ls -A)\" ]; then \
-         echo \"$root holds files that n10n-dev did not put there; nothing was changed\" >&2; exit 76; fi; \
-         rm -rf -- {LEGACY_STAGING} \"$meta/staging\" \"$meta\"/staging.*; s=$(mktemp -d \"$meta/staging.XXXXXX\"); \
-         tar -x -f - -C \"$s\" --no-same-owner; \
-         perl -e {apply} \"$s\" \"$s/{OPS}\" {marker} \"$meta/replica-id\" \"$here\"; rm -rf -- \"$s\"; exec 9>&-; \
-         start_agent \"$root\"; echo \"applied $agent\"",
-        functions = shell_functions(),
-        apply = quote::quote(APPLY.as_bytes()),
-        marker = quote::quote(new_marker.as_bytes()),
-        adopt = if adopt { "yes" } else { "''" },
+    script(
+        &[
+            ("d", quote::quote_path(dest)),
+            ("adopt", if adopt { "yes" } else { "''" }.to_string()),
+            ("marker", quote::quote(new_marker.as_bytes())),
+            ("ops", quote::quote(OPS.as_bytes())),
+            ("legacy_staging", quote::quote(LEGACY_STAGING.as_bytes())),
+            ("apply_script", quote::quote(APPLY.as_bytes())),
+        ],
+        APPLY_STEP,
     )
 }
 

@@ -29,6 +29,28 @@ fn provision_scripts_pass_shellcheck() {
     shellcheck(&["--shell=sh", "--severity=style"], &scripts);
 }
 
+/// The scripts sync runs on the machine, kept as files (`src/sync/scripts/`).
+#[test]
+fn sync_scripts_pass_perl_c_and_shellcheck() {
+    let dir = repo().join("src/sync/scripts");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+        .collect();
+    let (perl, sh): (Vec<String>, Vec<String>) =
+        files.into_iter().partition(|f| f.ends_with(".pl"));
+    assert_eq!((perl.len(), sh.len()), (3, 3), "{perl:?} {sh:?}");
+    for script in &perl {
+        let out = tool_output("perl", &["-c", script]);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    shellcheck(&["--shell=sh", "--severity=style"], &sh);
+}
+
 fn shellcheck(options: &[&str], scripts: &[String]) {
     let mut args = options.to_vec();
     args.extend(scripts.iter().map(String::as_str));

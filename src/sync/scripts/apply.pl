@@ -1,0 +1,44 @@
+use strict;
+use File::Path qw(remove_tree);
+my ($staging, $ops, $marker, $marker_file, $here) = @ARGV;
+open(my $fh, '<', $ops) or die "cannot read $ops: $!\n";
+my @fields = do { local $/ = "\0"; map { chomp; $_ } <$fh> };
+my %checked;
+sub parents_are_dirs {
+  my @parts = split m{/}, shift; pop @parts;
+  my $acc = '';
+  for my $part (@parts) {
+    $acc = $acc eq '' ? $part : "$acc/$part";
+    next if $checked{$acc};
+    die "refusing to write through symlink $acc\n" if -l $acc;
+    die "$acc is not a directory\n" unless -d $acc;
+    $checked{$acc} = 1;
+  }
+}
+sub remove {
+  my $path = shift;
+  if (-d $path && !-l $path) {
+    remove_tree($path, { error => \my $errors });
+    die "cannot delete $path\n" if @$errors;
+  } elsif (-e $path || -l $path) {
+    unlink($path) or die "cannot delete $path: $!\n";
+  }
+}
+while (@fields) {
+  my ($op, $path) = splice(@fields, 0, 2);
+  die "bad path $path\n" if $path =~ m{(^|/)\.\.(/|$)} || $path =~ m{^/};
+  if ($op eq 'D') { parents_are_dirs($path); remove($path); %checked = (); }
+  elsif ($op eq 'M') {
+    parents_are_dirs($path);
+    next if rename("$staging/$path", $path);
+    remove($path);
+    rename("$staging/$path", $path) or die "cannot move $path into place: $!\n";
+  }
+  else { die "unknown operation $op\n"; }
+}
+if ($marker ne '') {
+  open(my $out, '>', "$marker_file.new") or die "cannot write marker: $!\n";
+  print $out "$marker $here";
+  close($out) or die "cannot write marker: $!\n";
+  rename("$marker_file.new", $marker_file) or die "cannot write marker: $!\n";
+}

@@ -1,0 +1,28 @@
+# shellcheck shell=sh disable=SC2154 # d, adopt, marker, ops, legacy_staging, apply_script: set before
+# The apply step (see apply_command in remote.rs), after functions.sh.
+set -e
+mkdir -p -- "$d"
+cd -- "$d"
+root=$(pwd -P)
+refuse_unsafe "$root" 3
+meta_of "$root"
+mkdir -p -- "$meta"
+exec 9>>"$meta/lock"
+flock -w 120 9 || {
+  echo "another sync into $root held its lock for 2 minutes; try again" >&2
+  exit 75
+}
+identify
+if [ -z "$ours" ] && [ -z "$adopt" ] && [ -n "$(ls -A)" ]; then
+  echo "$root holds files that n10n-dev did not put there; nothing was changed" >&2
+  exit 76
+fi
+rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.*
+s=$(mktemp -d "$meta/staging.XXXXXX")
+tar -x -f - -C "$s" --no-same-owner
+perl -e "$apply_script" "$s" "$s/$ops" "$marker" "$meta/replica-id" "$here"
+rm -rf -- "$s"
+# Closed before the agent starts, which would else inherit the lock for as long as it lives.
+exec 9>&-
+start_agent "$root"
+echo "applied $agent"
