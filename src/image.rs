@@ -87,6 +87,52 @@ impl Place<'_> {
     }
 }
 
+/// The image's platform, once it is known that the build machine can run it (natively, or through
+/// an emulator registered with binfmt_misc); a warning when it is not the configured one.
+pub async fn runnable_platform(place: &Place<'_>, image: &str, wanted: &str) -> Result<String> {
+    let facts = inspect(place, image).await?.ok_or_else(|| {
+        Error::Other(format!(
+            "there is no image {image} in the build machine's Docker: build it first \
+             (`n10n-dev build-image`)"
+        ))
+    })?;
+    let platform = format!("{}/{}", facts.os, facts.architecture);
+    if platform != wanted {
+        eprintln!(
+            "warning: {image} is {platform}, but the function is configured for {wanted} \
+             ([image] platform): Lambda would refuse it"
+        );
+    }
+    let probe = place
+        .capture("docker info -f '{{.Architecture}}'; ls /proc/sys/fs/binfmt_misc 2>/dev/null")
+        .await?;
+    let said = String::from_utf8_lossy(&probe.stdout);
+    let mut lines = said.lines();
+    let machine = match lines.next().unwrap_or_default().trim() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .to_string();
+    let emulators: Vec<&str> = lines.collect();
+    let emulated = match facts.architecture.as_str() {
+        "amd64" => emulators
+            .iter()
+            .any(|e| *e == "qemu-x86_64" || e.contains("rosetta")),
+        "arm64" => emulators.contains(&"qemu-aarch64"),
+        _ => false,
+    };
+    if machine != facts.architecture && !emulated {
+        return Err(Error::Other(format!(
+            "{image} is {platform}, and the build machine is linux/{machine} with no emulator \
+             for it: build the image for linux/{machine} (`n10n-dev build-image --platform \
+             linux/{machine}`), or register one in the machine (Lima: Rosetta, \
+             `vmType: vz` + `rosetta.binfmt: true`; elsewhere: qemu-user-static with binfmt)"
+        )));
+    }
+    Ok(platform)
+}
+
 /// The build command: `[image] build`, else detected from the project's files.
 /// What a build failure names as the command that ran, for the script that picks among them.
 pub fn build_summary(script: &str, reference: &str, platform: &str) -> String {

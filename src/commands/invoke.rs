@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
@@ -19,7 +18,6 @@ use crate::image;
 use crate::lambda::docker::DockerLauncher;
 use crate::lambda::invoke_api::{self, Functions};
 use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
-use crate::ssh::Session;
 
 /// Exit code when Ctrl-C or SIGTERM ended a single invoke.
 const INTERRUPTED: i32 = 130;
@@ -76,7 +74,12 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
         .bring_up(backend.as_ref(), false, false)
         .await?
         .map(Arc::new);
-    let platform = runnable_platform(session.as_deref(), ctx, &image).await?;
+    let platform = image::runnable_platform(
+        &ctx.place(session.as_deref()),
+        &image,
+        &config.image.platform.0,
+    )
+    .await?;
     let own_ports = session
         .is_some()
         .then(|| ctx.forwarder_paths().map(|p| p.own_ports))
@@ -96,15 +99,9 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
     }
 }
 
-/// The functions to run: `[lambda.functions]` when serving and set, else the one function of
-/// the image (named after it) with `--handler`, `[lambda] handler` or the image's CMD.
+/// The functions to run: the image's, as `lambda::functions` makes them from the configuration,
+/// with `-e` on top.
 fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Function>> {
-    let lambda = &ctx.project.config.lambda;
-    let timeout = Duration::from_secs(args.timeout.unwrap_or(lambda.timeout_s).into());
-    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "us-east-1".into());
     // SAM's `-e` is the event; here it sets a variable: a file given to it was meant as --event.
     if let Some(file) = args
         .env
@@ -115,42 +112,24 @@ fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Functi
             "-e {file}: -e sets an environment variable (KEY=VALUE); did you mean --event {file}?"
         )));
     }
-    let extra = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
-    let function = |name: &str, handler: Option<String>| {
-        let mut env: BTreeMap<String, String> =
-            Function::lambda_env(name, lambda.memory_mb, &region)
-                .into_iter()
-                .collect();
-        env.extend(lambda.env.clone());
-        env.extend(extra.clone());
-        Function {
-            name: name.to_string(),
-            handler,
-            timeout,
-            memory_mb: lambda.memory_mb,
-            env: env.into_iter().collect(),
-            region: region.clone(),
-        }
-    };
-    if args.serve && !lambda.functions.is_empty() {
-        if args.handler.is_some() {
-            return Err(Error::Usage(
-                "--handler and [lambda.functions] both name handlers: with [lambda.functions] \
-                 set, each function has its own"
-                    .into(),
-            ));
-        }
-        return Ok(lambda
-            .functions
-            .iter()
-            .map(|(name, handler)| function(name, Some(handler.clone())))
-            .collect());
+    if args.serve && args.handler.is_some() && !ctx.project.config.lambda.functions.is_empty() {
+        return Err(Error::Usage(
+            "--handler and [lambda.functions] both name handlers: with [lambda.functions] \
+             set, each function has its own"
+                .into(),
+        ));
     }
-    let handler = args
-        .handler
-        .clone()
-        .or_else(|| Some(lambda.handler.clone()).filter(|h| !h.is_empty()));
-    Ok(vec![function(&function_name(image), handler)])
+    let extra = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
+    Ok(crate::lambda::functions(
+        &ctx.project.config.lambda,
+        &function_name(image),
+        crate::lambda::Overrides {
+            handler: args.handler.clone(),
+            timeout_s: args.timeout,
+            env: extra,
+            all_of_the_image: args.serve,
+        },
+    ))
 }
 
 /// `team/worker:dev` → `worker`.
@@ -195,57 +174,6 @@ fn read_event(source: Option<&std::path::Path>) -> Result<Bytes> {
         )));
     }
     Ok(Bytes::from(text))
-}
-
-/// The image's platform, once it is known that the build machine can run it.
-async fn runnable_platform(
-    session: Option<&Session>,
-    ctx: &Context,
-    image: &str,
-) -> Result<String> {
-    let place = ctx.place(session);
-    let facts = image::inspect(&place, image).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "there is no image {image} in the build machine's Docker: build it first \
-             (`n10n-dev build-image`)"
-        ))
-    })?;
-    let platform = format!("{}/{}", facts.os, facts.architecture);
-    let wanted = &ctx.project.config.image.platform.0;
-    if &platform != wanted {
-        eprintln!(
-            "warning: {image} is {platform}, but the function is configured for {wanted} \
-             ([image] platform): Lambda would refuse it"
-        );
-    }
-    let probe = place
-        .capture("docker info -f '{{.Architecture}}'; ls /proc/sys/fs/binfmt_misc 2>/dev/null")
-        .await?;
-    let said = String::from_utf8_lossy(&probe.stdout);
-    let mut lines = said.lines();
-    let machine = match lines.next().unwrap_or_default().trim() {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-    .to_string();
-    let emulators: Vec<&str> = lines.collect();
-    let emulated = match facts.architecture.as_str() {
-        "amd64" => emulators
-            .iter()
-            .any(|e| *e == "qemu-x86_64" || e.contains("rosetta")),
-        "arm64" => emulators.contains(&"qemu-aarch64"),
-        _ => false,
-    };
-    if machine != facts.architecture && !emulated {
-        return Err(Error::Other(format!(
-            "{image} is {platform}, and the build machine is linux/{machine} with no emulator \
-             for it: build the image for linux/{machine} (`n10n-dev build-image --platform \
-             linux/{machine}`), or register one in the machine (Lima: Rosetta, \
-             `vmType: vz` + `rosetta.binfmt: true`; elsewhere: qemu-user-static with binfmt)"
-        )));
-    }
-    Ok(platform)
 }
 
 async fn invoke_once(pool: Arc<Pool<DockerLauncher>>, payload: Bytes) -> Result<i32> {

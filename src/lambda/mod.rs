@@ -43,6 +43,60 @@ pub struct Function {
     pub region: String,
 }
 
+/// What `invoke`'s command line changes in the configured functions.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub handler: Option<String>,
+    pub timeout_s: Option<u32>,
+    /// On top of `[lambda] env`.
+    pub env: Vec<(String, String)>,
+    /// Every function of `[lambda.functions]` (serving), rather than the image's one.
+    pub all_of_the_image: bool,
+}
+
+/// The functions of an image: every `[lambda.functions]` entry when `all_of_the_image` and the
+/// table is set, else the one function (named `name`) with the handler given, `[lambda] handler`
+/// or the image's CMD. Each sees Lambda's reserved variables, `[lambda] env`, then `env`.
+pub fn functions(
+    config: &crate::config::LambdaConfig,
+    name: &str,
+    overrides: Overrides,
+) -> Vec<Function> {
+    let timeout = Duration::from_secs(overrides.timeout_s.unwrap_or(config.timeout_s).into());
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "us-east-1".into());
+    let function = |name: &str, handler: Option<String>| {
+        let mut env: std::collections::BTreeMap<String, String> =
+            Function::lambda_env(name, config.memory_mb, &region)
+                .into_iter()
+                .collect();
+        env.extend(config.env.clone());
+        env.extend(overrides.env.clone());
+        Function {
+            name: name.to_string(),
+            handler,
+            timeout,
+            memory_mb: config.memory_mb,
+            env: env.into_iter().collect(),
+            region: region.clone(),
+        }
+    };
+    if overrides.all_of_the_image && !config.functions.is_empty() {
+        return config
+            .functions
+            .iter()
+            .map(|(name, handler)| function(name, Some(handler.clone())))
+            .collect();
+    }
+    let handler = overrides
+        .handler
+        .clone()
+        .or_else(|| Some(config.handler.clone()).filter(|h| !h.is_empty()));
+    vec![function(name, handler)]
+}
+
 impl Function {
     pub fn arn(&self) -> String {
         format!(
