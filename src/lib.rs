@@ -29,6 +29,7 @@ pub mod provision;
 pub mod push;
 pub mod quick_ack;
 pub mod registry;
+pub mod signals;
 pub mod size;
 pub mod ssh;
 pub mod state;

@@ -6,7 +6,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use tokio::process::Command;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
 use crate::ssh::ExitCode;
@@ -38,12 +37,7 @@ pub async fn shell(dir: &Path) -> Result<ExitCode> {
 }
 
 async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
-    let install = |kind| signal(kind).map_err(|e| Error::io("cannot install signal handler", e));
-    // The terminal sends Ctrl-C to the whole foreground group, the child included; n10n-dev
-    // only has to outlive it.
-    let mut interrupt = install(SignalKind::interrupt())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut hangup = install(SignalKind::hangup())?;
+    let mut stop = crate::signals::Stop::install()?;
     // As a shell reports a command it cannot start (127 not found, 126 not executable): the
     // same codes as on a remote machine, where the login shell starts the command.
     let mut child = match command.spawn() {
@@ -69,9 +63,9 @@ async fn wait(mut command: Command, name: &str) -> Result<ExitCode> {
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(|e| Error::io(format!("waiting for {name}"), e))?,
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => forward(libc::SIGTERM),
-            _ = hangup.recv() => forward(libc::SIGHUP),
+            // The terminal sends Ctrl-C to the whole foreground group, the child included;
+            // n10n-dev only has to outlive it. The others are passed on.
+            sig = stop.recv() => if sig != libc::SIGINT { forward(sig) },
         }
     };
     let code = status

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::Args;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::Context;
 use crate::error::{Error, Result};
@@ -290,15 +289,11 @@ async fn serve(
 
 /// Ctrl-C or SIGTERM.
 async fn interrupted() {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    match crate::signals::Stop::install() {
+        Ok(mut stop) => {
+            stop.recv().await;
+        }
+        Err(_) => std::future::pending().await,
     }
 }
 

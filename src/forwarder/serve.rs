@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use super::{Paths, Status, ports};
@@ -123,18 +122,14 @@ pub async fn run(ctx: &Context) -> Result<()> {
     });
     link.update(|_| {});
     eprintln!("forwarder {pid}: serving {}", paths.socket.display());
-    let (mut terminate, mut interrupt) = (
-        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot handle signals", e))?,
-        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot handle signals", e))?,
-    );
+    let mut stop = crate::signals::Stop::install()?;
     tokio::select! {
         () = keep_connected(ctx, &link) => {}
         () = serve_engine(&listener, &link) => {}
         () = serve_kept(&kept, &link) => {}
         () = ports::follow(&link, &ctx.project.config.forward) => {}
         () = orphaned(&paths, pid) => {}
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+        _ = stop.recv() => {}
     }
     eprintln!("forwarder {pid}: stopping");
     let still_ours =

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Session, quote};
 use crate::error::{Error, Result};
@@ -144,33 +143,6 @@ pub fn signal_number(sig: &Sig) -> i32 {
     }
 }
 
-/// Signals that stop a running command: forwarded to the remote process group.
-struct StopSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn install() -> Result<StopSignals> {
-        let install =
-            |kind| signal(kind).map_err(|e| Error::io("cannot install signal handler", e));
-        Ok(StopSignals {
-            interrupt: install(SignalKind::interrupt())?,
-            terminate: install(SignalKind::terminate())?,
-            hangup: install(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-            _ = self.hangup.recv() => libc::SIGHUP,
-        }
-    }
-}
-
 impl Session {
     /// Run `command` with local stdin, stdout and stderr attached; returns its exit code.
     pub async fn run(&self, command: &RemoteCommand) -> Result<ExitCode> {
@@ -184,7 +156,8 @@ impl Session {
     }
 
     async fn run_attached(&self, command: &RemoteCommand, via_agent: bool) -> Result<ExitCode> {
-        let mut signals = StopSignals::install()?;
+        // Stop signals are forwarded to the remote process group.
+        let mut signals = crate::signals::Stop::install()?;
         let env_file = self.stage_env(&command.env).await?;
         let script = command.script(env_file.as_deref());
         let (mut events, writer) = self.start_streaming(&script, via_agent).await?;

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use russh::ChannelMsg;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::Session;
 use super::exec::{ExitCode, RemoteCommand, forward_stdin, raw_fd, signal_number};
@@ -61,11 +60,8 @@ fn window_size() -> (u32, u32) {
 impl Session {
     /// An interactive login shell in `command.dir` (or `command.command_line` under a PTY).
     pub async fn shell(&self, command: &RemoteCommand) -> Result<ExitCode> {
-        let install =
-            |kind| signal(kind).map_err(|e| Error::io("cannot install signal handler", e));
-        let mut resized = install(SignalKind::window_change())?;
-        let mut terminate = install(SignalKind::terminate())?;
-        let mut hangup = install(SignalKind::hangup())?;
+        let mut resized = crate::signals::window_change()?;
+        let mut stop = crate::signals::Stop::without_interrupt()?;
 
         let channel = self.open_channel().await?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
@@ -111,8 +107,7 @@ impl Session {
                     let _ = writer.window_change(cols, rows, 0, 0).await;
                 }
                 // Closing the channel hangs up the remote PTY, which ends the shell and its jobs.
-                _ = terminate.recv() => { let _ = writer.close().await; break Ok(128 + libc::SIGTERM) }
-                _ = hangup.recv() => { let _ = writer.close().await; break Ok(128 + libc::SIGHUP) }
+                sig = stop.recv() => { let _ = writer.close().await; break Ok(128 + sig) }
             }
         };
         stdin_task.abort();
