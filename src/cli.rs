@@ -226,7 +226,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
         Command::DockerContext(args) => commands::docker_context::run(&context()?, args)
             .await
             .map(|()| 0),
-        Command::Forwarder => crate::forwarder::serve::run(&context()?).await.map(|()| 0),
+        Command::Forwarder => commands::forwarder::run(&context()?).await.map(|()| 0),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "n10n-dev", &mut script);

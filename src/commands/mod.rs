@@ -6,6 +6,7 @@ pub mod destroy;
 pub mod docker_context;
 pub mod doctor;
 pub mod env;
+pub mod forwarder;
 pub mod invoke;
 pub mod ports;
 pub mod provision;

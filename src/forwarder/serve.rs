@@ -12,9 +12,9 @@ use tokio::net::UnixListener;
 use tokio::sync::{Notify, watch};
 
 use super::{Paths, Status, ports};
+use crate::config::ForwardConfig;
 use crate::engine::DOCKER_SOCKET;
 use crate::error::{Error, Result};
-use crate::machine::Context;
 use crate::ssh::relay::relay;
 use crate::ssh::{KeptServer, Session};
 
@@ -95,9 +95,14 @@ fn take_lock(path: &std::path::Path) -> Result<Option<crate::state::Lock>> {
     }
 }
 
-pub async fn run(ctx: &Context) -> Result<()> {
-    let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
-    let paths = Paths::in_dir(&vm_dir);
+/// How the forwarder reaches the machine: a new, direct SSH connection each time it is asked.
+pub trait Connect {
+    fn connect(&self) -> impl std::future::Future<Output = Result<Session>> + Send;
+}
+
+/// Serve the VM whose forwarder files are `paths` until a stop signal, or until the VM's state
+/// directory goes away.
+pub async fn run(paths: Paths, forward: &ForwardConfig, machine: &impl Connect) -> Result<()> {
     paths.check_length()?;
     let Some(_lock) = take_lock(&paths.lock)? else {
         eprintln!(
@@ -124,10 +129,10 @@ pub async fn run(ctx: &Context) -> Result<()> {
     eprintln!("forwarder {pid}: serving {}", paths.socket.display());
     let mut stop = crate::signals::Stop::install()?;
     tokio::select! {
-        () = keep_connected(ctx, &link) => {}
+        () = keep_connected(machine, &link) => {}
         () = serve_engine(&listener, &link) => {}
         () = serve_kept(&kept, &link) => {}
-        () = ports::follow(&link, &ctx.project.config.forward) => {}
+        () = ports::follow(&link, forward) => {}
         () = orphaned(&paths, pid) => {}
         _ = stop.recv() => {}
     }
@@ -179,17 +184,10 @@ fn bind(socket: &Path) -> Result<UnixListener> {
 }
 
 /// Connect, and connect again whenever the connection dies, with backoff.
-async fn keep_connected(ctx: &Context, link: &Link) {
-    let backend = match ctx.backend(None) {
-        Ok(backend) => backend,
-        Err(e) => {
-            link.update(|s| s.last_error = Some(e.to_string()));
-            return std::future::pending().await;
-        }
-    };
+async fn keep_connected(machine: &impl Connect, link: &Link) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let attempt = ctx.connect_direct(backend.as_ref());
+        let attempt = machine.connect();
         let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempt).await;
         match attempt.unwrap_or_else(|_| {
             Err(Error::Other(format!(
