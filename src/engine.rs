@@ -11,8 +11,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::build_machine::Machine;
 use crate::error::{Error, Result};
-use crate::ssh::Session;
 
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
@@ -33,9 +33,9 @@ pub struct Pushed {
 }
 
 impl Engine {
-    /// The engine of the build machine behind `session`, or this machine's (`None`).
-    pub async fn connect(session: Option<&Session>) -> Result<Engine> {
-        match session {
+    /// The engine of the build machine.
+    pub async fn connect(machine: &Machine) -> Result<Engine> {
+        match machine.session() {
             Some(session) => {
                 let stream = session.connect_unix(DOCKER_SOCKET).await?;
                 Engine::over(

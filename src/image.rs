@@ -1,95 +1,17 @@
 //! Container images: choosing the build command, finding what it built, describing it and
 //! saving it. Commands run on the build machine, or here for the native backend.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
 use serde_json::Value;
 
+use crate::build_machine::Machine;
 use crate::error::{Error, Result};
-use crate::local;
-use crate::ssh::{Captured, ExitCode, RemoteCommand, Session, quote};
-
-/// Where the project's commands run.
-pub enum Place<'a> {
-    /// In the replica on the build machine.
-    Remote { session: &'a Session, dir: String },
-    /// In the project itself (native backend).
-    Local { dir: PathBuf },
-}
-
-impl Place<'_> {
-    /// Run a shell command line with output streamed; its exit code.
-    pub async fn run(&self, line: &str, env: &[(String, String)]) -> Result<ExitCode> {
-        match self {
-            Place::Remote { session, dir } => {
-                // The build's environment is no secret: on the command line, it costs no
-                // round trip (see `Session::stage_env`).
-                let mut argv: Vec<String> = vec!["env".into()];
-                argv.extend(env.iter().map(|(key, value)| format!("{key}={value}")));
-                argv.extend(["sh".into(), "-c".into(), line.to_string()]);
-                session
-                    .run_via_agent(&RemoteCommand {
-                        dir: dir.clone(),
-                        workdir: None,
-                        env: Vec::new(),
-                        command_line: quote::join(&argv),
-                    })
-                    .await
-            }
-            Place::Local { dir } => {
-                local::run(dir, env, &["sh".into(), "-c".into(), line.into()]).await
-            }
-        }
-    }
-
-    /// Run a shell command line and collect its output.
-    pub async fn capture(&self, line: &str) -> Result<Captured> {
-        match self {
-            Place::Remote { session, .. } => session.capture(None, line).await,
-            Place::Local { dir } => {
-                let out = tokio::process::Command::new("sh")
-                    .args(["-c", line])
-                    .current_dir(dir)
-                    .stdin(Stdio::null())
-                    .output()
-                    .await
-                    .map_err(|e| Error::io("cannot run sh", e))?;
-                Ok(Captured {
-                    status: out.status.code().unwrap_or(128),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                })
-            }
-        }
-    }
-
-    /// Write the output of `line` into `file`; its exit status and stderr.
-    async fn capture_into(&self, line: &str, file: std::fs::File) -> Result<Captured> {
-        match self {
-            Place::Remote { session, .. } => session.download(line, file).await,
-            Place::Local { dir } => {
-                let out = tokio::process::Command::new("sh")
-                    .args(["-c", line])
-                    .current_dir(dir)
-                    .stdin(Stdio::null())
-                    .stdout(file)
-                    .output()
-                    .await
-                    .map_err(|e| Error::io("cannot run sh", e))?;
-                Ok(Captured {
-                    status: out.status.code().unwrap_or(128),
-                    stdout: Vec::new(),
-                    stderr: out.stderr,
-                })
-            }
-        }
-    }
-}
+use crate::ssh::quote;
 
 /// The image's platform, once it is known that the build machine can run it (natively, or through
 /// an emulator registered with binfmt_misc); a warning when it is not the configured one.
-pub async fn runnable_platform(place: &Place<'_>, image: &str, wanted: &str) -> Result<String> {
+pub async fn runnable_platform(place: &Machine, image: &str, wanted: &str) -> Result<String> {
     let facts = inspect(place, image).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {image} in the build machine's Docker: build it first \
@@ -185,7 +107,7 @@ pub fn build_command(
 }
 
 /// Image ids present on the engine.
-pub async fn image_ids(place: &Place<'_>) -> Result<Vec<String>> {
+pub async fn image_ids(place: &Machine) -> Result<Vec<String>> {
     let out = place
         .capture("docker image ls -q --no-trunc")
         .await?
@@ -237,7 +159,7 @@ pub struct ImageFacts {
     pub is_index: bool,
 }
 
-pub async fn inspect(place: &Place<'_>, image: &str) -> Result<Option<ImageFacts>> {
+pub async fn inspect(place: &Machine, image: &str) -> Result<Option<ImageFacts>> {
     let line = format!("docker image inspect {}", quote::quote(image.as_bytes()));
     let out = place.capture(&line).await?;
     if out.status != 0 {
@@ -272,7 +194,7 @@ fn parse_inspect(image: &Value) -> ImageFacts {
 
 /// Stream `docker save` of `image` into `file`, whole or not at all: it is written under a
 /// temporary name beside `file` and renamed when complete.
-pub async fn save(place: &Place<'_>, image: &str, file: &Path) -> Result<()> {
+pub async fn save(place: &Machine, image: &str, file: &Path) -> Result<()> {
     let partial = file.with_file_name(format!(
         ".{}.partial-{}",
         file.file_name()

@@ -10,6 +10,7 @@
 pub mod accept;
 pub mod backend;
 pub mod base;
+pub mod build_machine;
 pub mod cli;
 pub mod commands;
 pub mod config;

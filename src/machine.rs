@@ -3,13 +3,14 @@
 //! connect with the replica brought up to date first.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend};
+pub use crate::build_machine::Machine;
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
-use crate::image::Place;
 use crate::progress::Step;
 use crate::ssh::{Endpoint, Session};
 use crate::state::{Lock, StateDir};
@@ -21,6 +22,15 @@ const KEPT_DEADLINE: Duration = Duration::from_secs(2);
 const SSH_DEADLINE: Duration = Duration::from_secs(300);
 /// How long `up` gives an ssh host, which is either there or not.
 const HOST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What `bring_up` does besides bringing the machine up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BringUp {
+    /// Run the provision scripts unless the machine's stamp says they ran.
+    pub provision: bool,
+    /// Bring the replica up to date.
+    pub sync: bool,
+}
 
 /// What every command starts from: the project, the state dir and the host facts.
 pub struct Context {
@@ -138,50 +148,43 @@ impl Context {
         Ok(())
     }
 
-    /// The work of `up`, shared with `build-image`: the machine running, synced, and (when
-    /// `provision` is set) provisioned. `None` for the native backend, where commands run on
-    /// this machine.
-    pub async fn bring_up(
-        &self,
-        backend: &dyn Backend,
-        provision: bool,
-        sync: bool,
-    ) -> Result<Option<Session>> {
+    /// The work of `up`, shared with the commands that need the machine running: it running,
+    /// and synced and provisioned as `how` says. For the native backend, this machine.
+    pub async fn bring_up(&self, backend: &dyn Backend, how: BringUp) -> Result<Machine> {
         let vm = &self.project.config.vm.name;
         // Two `up` for one project wait for each other instead of creating two VMs.
         let _lock = Lock::acquire(&self.state.vm_dir(vm)?.join("up.lock"))?;
         if backend.runs_locally() {
             tokio::task::block_in_place(|| backend.start())?;
-            return Ok(None);
+            return Ok(self.machine(None));
         }
         let session = match self.reuse(backend).await {
             Some(session) => session,
             None => start(backend, self.quiet).await?,
         };
         // Sync first: it finds the remote agent, through which the stamp check then goes.
-        if sync {
+        if how.sync {
             self.finish_sync(sync::begin(&self.project, &self.state)?, &session)
                 .await?;
         }
-        if !provision {
-            return Ok(Some(session));
+        if !how.provision {
+            return Ok(self.machine(Some(session)));
         }
         let plan = self.provision_plan()?;
         let current = provision::is_current(&session, &plan.stamp).await?;
-        self.provision_unless(current, session, &plan)
+        self.provision_unless(current, self.machine(Some(session)), &plan)
             .await
-            .map(Some)
     }
 
-    /// Where the project's commands run: the replica on the machine behind `session`, or the
-    /// project itself (native backend).
-    pub fn place<'a>(&self, session: Option<&'a Session>) -> Place<'a> {
+    /// The build machine behind `session`, its commands run in the replica; without one, this
+    /// machine, in the project itself (native backend).
+    pub fn machine(&self, session: Option<Session>) -> Machine {
         match session {
-            Some(session) => Place::Remote {
-                session,
+            Some(session) => Machine::Remote {
+                session: Arc::new(session),
                 dir: self.project.config.sync.dest.clone(),
             },
-            None => Place::Local {
+            None => Machine::Local {
                 dir: self.project.root.clone(),
             },
         }
@@ -240,23 +243,25 @@ impl Context {
     pub async fn provision_unless(
         &self,
         current: bool,
-        session: Session,
+        machine: Machine,
         plan: &provision::Plan,
-    ) -> Result<Session> {
-        let session = if current {
-            session
-        } else {
-            provision::run(&session, &plan.scripts, &plan.stamp, self.quiet).await?;
-            let endpoint = session.endpoint().clone();
-            drop(session);
-            self.renew_forwarder()?;
-            Session::connect(&endpoint).await?
+    ) -> Result<Machine> {
+        let machine = match machine.session() {
+            Some(session) if !current => {
+                provision::run(session, &plan.scripts, &plan.stamp, self.quiet).await?;
+                let endpoint = session.endpoint().clone();
+                // The old connection goes first: it may be the forwarder's, which is renewed.
+                drop(machine);
+                self.renew_forwarder()?;
+                self.machine(Some(Session::connect(&endpoint).await?))
+            }
+            _ => machine,
         };
         provision::remember(
             &self.state.vm_dir(&self.project.config.vm.name)?,
             &plan.stamp,
         )?;
-        Ok(session)
+        Ok(machine)
     }
 
     /// The machine as it was left: through the kept connection, else at the endpoint seen last

@@ -7,10 +7,10 @@ use clap::Args;
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::image::{self, ImageFacts, Place};
+use crate::image::{self, ImageFacts};
+use crate::machine::{BringUp, Machine};
 use crate::provision;
 use crate::size::human_bytes;
-use crate::ssh::Session;
 
 #[derive(Debug, Args)]
 pub struct BuildImageArgs {
@@ -68,11 +68,14 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
     )?;
 
     let backend = ctx.backend(None)?;
-    let session = ctx.bring_up(backend.as_ref(), false, !args.no_sync).await?;
+    let how = BringUp {
+        provision: false,
+        sync: !args.no_sync,
+    };
+    let machine = ctx.bring_up(backend.as_ref(), how).await?;
     // A Dockerfile build names its image; anything else is found by what it adds.
     let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
-    let (session, before) = provisioned_and_listed(ctx, session, names_its_image).await?;
-    let place = ctx.place(session.as_ref());
+    let (place, before) = provisioned_and_listed(ctx, machine, names_its_image).await?;
     let env = vec![
         ("N10N_IMAGE".to_string(), reference.clone()),
         ("DOCKER_DEFAULT_PLATFORM".to_string(), platform.clone()),
@@ -116,34 +119,33 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
 /// no Docker to ask).
 async fn provisioned_and_listed(
     ctx: &Context,
-    session: Option<Session>,
+    machine: Machine,
     names_its_image: bool,
-) -> Result<(Option<Session>, Vec<String>)> {
-    let list = async |place: &Place<'_>| match names_its_image {
+) -> Result<(Machine, Vec<String>)> {
+    let list = async |machine: &Machine| match names_its_image {
         true => Ok(Vec::new()),
-        false => image::image_ids(place).await,
+        false => image::image_ids(machine).await,
     };
-    let Some(session) = session else {
-        return Ok((None, list(&ctx.place(None)).await?));
+    let Some(session) = machine.session() else {
+        let before = list(&machine).await?;
+        return Ok((machine, before));
     };
     let plan = ctx.provision_plan()?;
-    let (current, before) = {
-        let place = ctx.place(Some(&session));
-        tokio::join!(provision::is_current(&session, &plan.stamp), list(&place))
-    };
+    let (current, before) =
+        tokio::join!(provision::is_current(session, &plan.stamp), list(&machine));
     let current = current?;
-    let session = ctx.provision_unless(current, session, &plan).await?;
+    let machine = ctx.provision_unless(current, machine, &plan).await?;
     let before = match current {
         true => before?,
-        false => list(&ctx.place(Some(&session))).await?,
+        false => list(&machine).await?,
     };
-    Ok((Some(session), before))
+    Ok((machine, before))
 }
 
 /// The image the build made: among those that were not there before, one named `[image] name`
 /// if any (other builds may share the engine), else the newest; when nothing is new (a cached
 /// rebuild), the expected name:tag.
-async fn find_built(place: &Place<'_>, before: &[String], reference: &str) -> Result<ImageFacts> {
+async fn find_built(place: &Machine, before: &[String], reference: &str) -> Result<ImageFacts> {
     let repository = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
     let named = |facts: &ImageFacts| {
         facts

@@ -11,6 +11,7 @@ use super::Context;
 use crate::base::{self, Assessment, Question, pins};
 use crate::error::{Error, Result};
 use crate::image;
+use crate::machine::BringUp;
 use crate::registry::{self, Client, Reference};
 use crate::time;
 
@@ -127,9 +128,8 @@ async fn from_build_machine(
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
     let name = image::given_or_last_built(given, &vm_dir)?;
     let backend = ctx.backend(None)?;
-    let session = ctx.bring_up(backend.as_ref(), false, false).await?;
-    let place = ctx.place(session.as_ref());
-    let facts = image::inspect(&place, &name).await?.ok_or_else(|| {
+    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let facts = image::inspect(&machine, &name).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {name} in the build machine's Docker: build it \
              (`n10n-dev build-image`), or name a registry reference (host/repository:tag)"

@@ -17,6 +17,7 @@ use crate::image;
 use crate::lambda::docker::DockerLauncher;
 use crate::lambda::invoke_api::{self, Functions};
 use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
+use crate::machine::BringUp;
 
 /// Exit code when Ctrl-C or SIGTERM ended a single invoke.
 const INTERRUPTED: i32 = 130;
@@ -69,22 +70,13 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
     let functions = functions(ctx, &args, &image)?;
 
     let backend = ctx.backend(None)?;
-    let session = ctx
-        .bring_up(backend.as_ref(), false, false)
-        .await?
-        .map(Arc::new);
-    let platform = image::runnable_platform(
-        &ctx.place(session.as_deref()),
-        &image,
-        &config.image.platform.0,
-    )
-    .await?;
-    let own_ports = session
-        .is_some()
+    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let platform = image::runnable_platform(&machine, &image, &config.image.platform.0).await?;
+    let own_ports = (!machine.is_local())
         .then(|| ctx.forwarder_paths().map(|p| p.own_ports))
         .transpose()?;
     let launcher = Arc::new(DockerLauncher::new(
-        session,
+        machine,
         image.clone(),
         platform,
         own_ports,

@@ -11,6 +11,7 @@ use super::Context;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image;
+use crate::machine::BringUp;
 use crate::push::{self, Target};
 use crate::registry::Reference;
 
@@ -42,15 +43,15 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
     let target = Target::resolve(repository, config.auth, &config.region)?;
 
     let backend = ctx.backend(None)?;
-    let session = ctx.bring_up(backend.as_ref(), false, false).await?;
-    let mut engine = Engine::connect(session.as_ref()).await?;
+    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let mut engine = Engine::connect(&machine).await?;
     let facts = engine.image(&image).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {image} in the build machine's Docker: build it first \
              (`n10n-dev build-image`)"
         ))
     })?;
-    if let Some(session) = &session {
+    if let Some(session) = machine.session() {
         say_where_credentials_go(
             &vm_dir,
             &target.repository.registry,

@@ -9,6 +9,7 @@ use clap::Args;
 use super::Context;
 use crate::config::BackendKind;
 use crate::error::Result;
+use crate::machine::BringUp;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -31,10 +32,12 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     if !backend.runs_locally() {
         ctx.forwarder_paths()?.check_length()?;
     }
-    let session = ctx
-        .bring_up(backend.as_ref(), !args.no_provision, true)
-        .await?;
-    if session.is_some() {
+    let how = BringUp {
+        provision: !args.no_provision,
+        sync: true,
+    };
+    let machine = ctx.bring_up(backend.as_ref(), how).await?;
+    if !machine.is_local() {
         if ctx.serve_engine()? == crate::forwarder::Serving::NoEngine {
             eprintln!(
                 "warning: the VM's Docker engine does not answer at {} for its SSH user: \
@@ -57,7 +60,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
         }
     }
     if !ctx.quiet {
-        match session {
+        match machine.session() {
             Some(session) => eprintln!(
                 "up: {} is ready at {} ({:.1} s)",
                 ctx.project.config.vm.name,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use russh::ChannelMsg;
@@ -14,12 +14,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Launch, Launched, Launcher, RuntimeListener};
+use crate::build_machine::Machine;
 use crate::error::{Error, Result};
-use crate::ssh::{Session, quote};
+use crate::ssh::quote;
 
 pub struct DockerLauncher {
     /// The build machine; `None` runs containers in this machine's Docker.
-    session: Option<Arc<Session>>,
+    machine: Machine,
     image: String,
     /// `--platform` of `docker run` (the function's architecture).
     platform: String,
@@ -49,13 +50,13 @@ impl Finish {
 
 impl DockerLauncher {
     pub fn new(
-        session: Option<Arc<Session>>,
+        machine: Machine,
         image: String,
         platform: String,
         own_ports: Option<PathBuf>,
     ) -> DockerLauncher {
         DockerLauncher {
-            session,
+            machine,
             image,
             platform,
             prefix: format!("n10n-invoke-{}-", std::process::id()),
@@ -98,23 +99,8 @@ impl DockerLauncher {
 
     /// Run a short shell command where the containers run; its stdout when it succeeded.
     async fn shell(&self, line: &str) -> Option<String> {
-        match &self.session {
-            Some(session) => {
-                let out = session.capture(None, line).await.ok()?;
-                (out.status == 0).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-            None => {
-                let out = tokio::process::Command::new("sh")
-                    .args(["-c", line])
-                    .stdin(Stdio::null())
-                    .output()
-                    .await
-                    .ok()?;
-                out.status
-                    .success()
-                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-        }
+        let out = self.machine.capture(line).await.ok()?;
+        (out.status == 0).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -132,7 +118,7 @@ fn exports(env: &[(String, String)]) -> String {
 
 impl Launcher for DockerLauncher {
     async fn listen(&self) -> Result<RuntimeListener> {
-        match &self.session {
+        match self.machine.session() {
             Some(session) => {
                 RuntimeListener::remote(session.listen_remote().await?, self.own_ports.as_deref())
             }
@@ -153,7 +139,7 @@ impl Launcher for DockerLauncher {
             launches.insert(name.clone(), gone_receiver);
         }
         let exports = exports(&launch.env);
-        match &self.session {
+        match self.machine.session() {
             Some(session) => {
                 let channel = session.open_exec(&line).await?;
                 channel
