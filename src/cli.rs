@@ -203,7 +203,10 @@ async fn dispatch(cli: Cli) -> u8 {
 async fn run_command(cli: Cli) -> Result<i32, Error> {
     let context = || Context::new(cli.directory.as_deref(), cli.quiet);
     match cli.command {
-        Command::Up(args) => commands::up::run(&context()?, args).await.map(|()| 0),
+        Command::Up(args) => {
+            let ctx = context()?.choosing_backend(args.backend);
+            commands::up::run(&ctx, args).await.map(|()| 0)
+        }
         Command::Status(args) => commands::status::run(&context()?, args).await.map(|()| 0),
         Command::Provision(args) => commands::provision::run(&context()?, args)
             .await

@@ -3,7 +3,7 @@
 //! connect with the replica brought up to date first.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend};
@@ -32,12 +32,15 @@ pub struct BringUp {
     pub sync: bool,
 }
 
-/// What every command starts from: the project, the state dir and the host facts.
+/// What every command starts from: the project, the state dir, the host facts, and the backend
+/// (opened when first asked for, once).
 pub struct Context {
     pub project: Project,
     pub state: StateDir,
     pub facts: HostFacts,
     pub quiet: bool,
+    backend_flag: Option<BackendKind>,
+    backend: OnceLock<Box<dyn Backend>>,
 }
 
 impl Context {
@@ -58,15 +61,29 @@ impl Context {
             state: StateDir::locate()?,
             facts: HostFacts::detect(),
             quiet,
+            backend_flag: None,
+            backend: OnceLock::new(),
         })
     }
 
-    pub fn backend(&self, flag: Option<BackendKind>) -> Result<Box<dyn Backend>> {
-        backend::open(flag, &self.project, &self.facts, &self.state)
+    /// This backend rather than the configured one (`up --backend`).
+    pub fn choosing_backend(mut self, flag: Option<BackendKind>) -> Context {
+        self.backend_flag = flag;
+        self
+    }
+
+    /// The project's backend: `--backend`, `N10N_DEV_BACKEND`, `[vm] backend`, or detected.
+    pub fn backend(&self) -> Result<&dyn Backend> {
+        if let Some(backend) = self.backend.get() {
+            return Ok(backend.as_ref());
+        }
+        let opened = backend::open(self.backend_flag, &self.project, &self.facts, &self.state)?;
+        Ok(self.backend.get_or_init(|| opened).as_ref())
     }
 
     /// Where the machine was last seen, else where its tool says it is.
-    pub fn endpoint(&self, backend: &dyn Backend) -> Result<Endpoint> {
+    pub fn endpoint(&self) -> Result<Endpoint> {
+        let backend = self.backend()?;
         match backend.last_endpoint() {
             Some(endpoint) => Ok(endpoint),
             None => tokio::task::block_in_place(|| backend.endpoint()),
@@ -75,16 +92,17 @@ impl Context {
 
     /// Connect to the machine: through the forwarder's kept connection when it offers one,
     /// else directly.
-    pub async fn connect(&self, backend: &dyn Backend) -> Result<Session> {
-        match self.connect_kept(backend).await {
+    pub async fn connect(&self) -> Result<Session> {
+        match self.connect_kept().await {
             Some(session) => Ok(session),
-            None => self.connect_direct(backend).await,
+            None => self.connect_direct().await,
         }
     }
 
     /// The forwarder's kept connection, when one runs and is connected to the machine: no
     /// handshake with the machine at all. Anything amiss means "not this way", never an error.
-    async fn connect_kept(&self, backend: &dyn Backend) -> Option<Session> {
+    async fn connect_kept(&self) -> Option<Session> {
+        let backend = self.backend().ok()?;
         if backend.runs_locally() {
             return None;
         }
@@ -103,7 +121,8 @@ impl Context {
 
     /// Connect to the machine itself: first where it was last seen (no call to its tool), then
     /// where its tool says it is now.
-    pub async fn connect_direct(&self, backend: &dyn Backend) -> Result<Session> {
+    pub async fn connect_direct(&self) -> Result<Session> {
+        let backend = self.backend()?;
         let last = backend.last_endpoint();
         let mut failure = None;
         if let Some(endpoint) = &last {
@@ -121,18 +140,22 @@ impl Context {
         }
     }
 
-    /// Connect, bringing the replica up to date first when `sync` is set (the local scan
-    /// overlaps the SSH handshake). Says something only when it sent or deleted.
-    pub async fn connect_synced(&self, backend: &dyn Backend, sync: bool) -> Result<Session> {
+    /// The machine to run a command on: connected, with the replica brought up to date first
+    /// when `sync` is set (the local scan overlaps the SSH handshake; it says something only
+    /// when it sent or deleted). For the native backend, this machine as it is.
+    pub async fn connect_synced(&self, sync: bool) -> Result<Machine> {
+        if self.backend()?.runs_locally() {
+            return Ok(self.machine(None));
+        }
         let pending = match sync {
             true => Some(sync::begin(&self.project, &self.state)?),
             false => None,
         };
-        let session = self.connect(backend).await?;
+        let session = self.connect().await?;
         if let Some(pending) = pending {
             self.finish_sync(pending, &session).await?;
         }
-        Ok(session)
+        Ok(self.machine(Some(session)))
     }
 
     async fn finish_sync(&self, pending: sync::Pending, session: &Session) -> Result<()> {
@@ -150,7 +173,8 @@ impl Context {
 
     /// The work of `up`, shared with the commands that need the machine running: it running,
     /// and synced and provisioned as `how` says. For the native backend, this machine.
-    pub async fn bring_up(&self, backend: &dyn Backend, how: BringUp) -> Result<Machine> {
+    pub async fn bring_up(&self, how: BringUp) -> Result<Machine> {
+        let backend = self.backend()?;
         let vm = &self.project.config.vm.name;
         // Two `up` for one project wait for each other instead of creating two VMs.
         let _lock = Lock::acquire(&self.state.vm_dir(vm)?.join("up.lock"))?;
@@ -158,7 +182,7 @@ impl Context {
             tokio::task::block_in_place(|| backend.start())?;
             return Ok(self.machine(None));
         }
-        let session = match self.reuse(backend).await {
+        let session = match self.reuse().await {
             Some(session) => session,
             None => start(backend, self.quiet).await?,
         };
@@ -266,8 +290,9 @@ impl Context {
 
     /// The machine as it was left: through the kept connection, else at the endpoint seen last
     /// time, if it still answers.
-    async fn reuse(&self, backend: &dyn Backend) -> Option<Session> {
-        if let Some(session) = self.connect_kept(backend).await {
+    async fn reuse(&self) -> Option<Session> {
+        let backend = self.backend().ok()?;
+        if let Some(session) = self.connect_kept().await {
             return Some(session);
         }
         let endpoint = backend.last_endpoint()?;

@@ -67,12 +67,11 @@ pub async fn run(ctx: &Context, args: BuildImageArgs) -> Result<()> {
         &platform,
     )?;
 
-    let backend = ctx.backend(None)?;
     let how = BringUp {
         provision: false,
         sync: !args.no_sync,
     };
-    let machine = ctx.bring_up(backend.as_ref(), how).await?;
+    let machine = ctx.bring_up(how).await?;
     // A Dockerfile build names its image; anything else is found by what it adds.
     let names_its_image = config.build.is_none() && !ctx.project.root.join("build.sbt").is_file();
     let (place, before) = provisioned_and_listed(ctx, machine, names_its_image).await?;

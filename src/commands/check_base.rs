@@ -127,8 +127,7 @@ async fn from_build_machine(
     }
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
     let name = image::given_or_last_built(given, &vm_dir)?;
-    let backend = ctx.backend(None)?;
-    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let machine = ctx.bring_up(BringUp::default()).await?;
     let facts = image::inspect(&machine, &name).await?.ok_or_else(|| {
         Error::Other(format!(
             "there is no image {name} in the build machine's Docker: build it \

@@ -19,7 +19,7 @@ pub struct DestroyArgs {
 
 pub async fn run(ctx: &Context, args: DestroyArgs) -> Result<()> {
     let vm = &ctx.project.config.vm.name;
-    let backend = ctx.backend(None)?;
+    let backend = ctx.backend()?;
     if !args.force {
         match confirmed(&question(backend.kind(), vm))? {
             Some(true) => {}

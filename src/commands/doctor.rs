@@ -68,7 +68,7 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         // Why not is the verdict's to say.
         Err(_) => outln!("backend:   {requested} (not usable here)")?,
     }
-    let verdict = match (chosen, ctx.backend(None)) {
+    let verdict = match (chosen, ctx.backend()) {
         (_, Err(e)) => Err(e.to_string()),
         (Ok(BackendKind::Native), Ok(_)) if engine != Some(true) => Err(match engine {
             None => format!("no Docker here (install: {})", install("docker")),
@@ -77,7 +77,7 @@ pub async fn run(ctx: &Context) -> Result<i32> {
                     .to_string()
             }
         }),
-        (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend.as_ref())?,
+        (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend)?,
         (_, Ok(_)) => Ok(()),
     };
     match verdict {

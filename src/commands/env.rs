@@ -26,7 +26,7 @@ pub struct EnvArgs {
 }
 
 pub async fn run(ctx: &Context, args: EnvArgs) -> Result<()> {
-    let backend = ctx.backend(None)?;
+    let backend = ctx.backend()?;
     if backend.runs_locally() {
         eprintln!(
             "env: the native backend uses this machine's own Docker engine: nothing to change"

@@ -69,8 +69,7 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
     };
     let functions = functions(ctx, &args, &image)?;
 
-    let backend = ctx.backend(None)?;
-    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let machine = ctx.bring_up(BringUp::default()).await?;
     let platform = image::runnable_platform(&machine, &image, &config.image.platform.0).await?;
     let own_ports = (!machine.is_local())
         .then(|| ctx.forwarder_paths().map(|p| p.own_ports))

@@ -6,7 +6,7 @@ use crate::forwarder::{self, Status};
 use crate::outln;
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    if ctx.backend(None)?.runs_locally() {
+    if ctx.backend()?.runs_locally() {
         eprintln!(
             "ports: nothing to forward: the native backend's ports are already this machine's"
         );

@@ -14,7 +14,7 @@ pub struct ProvisionArgs {
 }
 
 pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
-    let backend = ctx.backend(None)?;
+    let backend = ctx.backend()?;
     if backend.runs_locally() {
         return Err(Error::Usage(
             "the native backend uses this machine as it is; install Docker and toolchains yourself \
@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, args: ProvisionArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let session = ctx.connect(backend.as_ref()).await?;
+    let session = ctx.connect().await?;
     let provision::Plan { scripts, stamp } = ctx.provision_plan()?;
     if !args.force && provision::is_current(&session, &stamp).await? {
         if !ctx.quiet {

@@ -42,8 +42,7 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
     let tags = tags(args.tags, &image)?;
     let target = Target::resolve(repository, config.auth, &config.region)?;
 
-    let backend = ctx.backend(None)?;
-    let machine = ctx.bring_up(backend.as_ref(), BringUp::default()).await?;
+    let machine = ctx.bring_up(BringUp::default()).await?;
     let mut engine = Engine::connect(&machine).await?;
     let facts = engine.image(&image).await?.ok_or_else(|| {
         Error::Other(format!(

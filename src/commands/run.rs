@@ -7,6 +7,7 @@ use clap::Args;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::local;
+use crate::machine::Machine;
 use crate::ssh::{ExitCode, RemoteCommand, quote};
 
 #[derive(Debug, Args)]
@@ -30,27 +31,29 @@ pub struct RunArgs {
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let env = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
-    let backend = ctx.backend(None)?;
-    if backend.runs_locally() {
-        let dir = match &args.workdir {
-            Some(dir) => ctx.project.root.join(dir),
-            None => ctx.project.root.clone(),
-        };
-        if !dir.is_dir() {
-            return Err(Error::Other(format!(
-                "-w {}: no such directory in the project",
-                args.workdir.unwrap_or_default()
-            )));
+    match ctx.connect_synced(!args.no_sync).await? {
+        Machine::Local { dir: root } => {
+            let dir = match &args.workdir {
+                Some(dir) => root.join(dir),
+                None => root,
+            };
+            if !dir.is_dir() {
+                return Err(Error::Other(format!(
+                    "-w {}: no such directory in the project",
+                    args.workdir.unwrap_or_default()
+                )));
+            }
+            local::run(&dir, &env, &args.command).await
         }
-        return local::run(&dir, &env, &args.command).await;
+        Machine::Remote { session, dir } => {
+            session
+                .run(&RemoteCommand {
+                    dir,
+                    workdir: args.workdir,
+                    env,
+                    command_line: quote::join(&args.command),
+                })
+                .await
+        }
     }
-    let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
-    session
-        .run(&RemoteCommand {
-            dir: ctx.project.config.sync.dest.clone(),
-            workdir: args.workdir,
-            env,
-            command_line: quote::join(&args.command),
-        })
-        .await
 }

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::Context;
 use crate::error::Result;
+use crate::machine::Machine;
 use crate::ssh::{ExitCode, RemoteCommand};
 
 #[derive(Debug, Args)]
@@ -16,13 +17,12 @@ pub struct ShellArgs {
 }
 
 pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
-    let backend = ctx.backend(None)?;
-    if backend.runs_locally() {
-        return crate::local::shell(&ctx.project.root).await;
-    }
-    let session = ctx.connect_synced(backend.as_ref(), !args.no_sync).await?;
+    let (session, dir) = match ctx.connect_synced(!args.no_sync).await? {
+        Machine::Local { dir } => return crate::local::shell(&dir).await,
+        Machine::Remote { session, dir } => (session, dir),
+    };
     let login_shell = RemoteCommand {
-        dir: ctx.project.config.sync.dest.clone(),
+        dir,
         workdir: None,
         env: Vec::new(),
         command_line: String::new(),

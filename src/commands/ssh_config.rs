@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::ssh::{Endpoint, Session};
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let endpoint = ctx.endpoint(ctx.backend(None)?.as_ref())?;
+    let endpoint = ctx.endpoint()?;
     if !endpoint.pin().is_recorded()? {
         // Nothing pinned yet: connect once so the block can demand the key (StrictHostKeyChecking yes).
         Session::connect(&endpoint).await?;

@@ -60,7 +60,7 @@ pub struct StatusArgs {
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
     let config = &ctx.project.config;
-    let backend = match ctx.backend(None) {
+    let backend = match ctx.backend() {
         Ok(backend) => backend,
         Err(e) => {
             // What is known without a backend, then why there is none.

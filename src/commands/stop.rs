@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::progress::Step;
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let backend = ctx.backend(None)?;
+    let backend = ctx.backend()?;
     // The forwarder first: it would only try to reconnect to a machine that is going away.
     crate::forwarder::stop(&ctx.forwarder_paths()?);
     if backend.kind() == BackendKind::Ssh {

@@ -19,7 +19,7 @@ pub struct SyncArgs {
 }
 
 pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
-    let backend = ctx.backend(None)?;
+    let backend = ctx.backend()?;
     if backend.runs_locally() {
         if !ctx.quiet {
             eprintln!("sync: nothing to do: the native backend builds in the project itself");
@@ -27,7 +27,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         return Ok(());
     }
     let pending = sync::begin(&ctx.project, &ctx.state)?;
-    let session = ctx.connect(backend.as_ref()).await?;
+    let session = ctx.connect().await?;
     let options = Options {
         dry_run: args.dry_run,
         adopt: args.adopt,

@@ -28,7 +28,7 @@ pub struct UpArgs {
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
     let started = Instant::now();
-    let backend = ctx.backend(args.backend)?;
+    let backend = ctx.backend()?;
     if !backend.runs_locally() {
         ctx.forwarder_paths()?.check_length()?;
     }
@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
         provision: !args.no_provision,
         sync: true,
     };
-    let machine = ctx.bring_up(backend.as_ref(), how).await?;
+    let machine = ctx.bring_up(how).await?;
     if !machine.is_local() {
         if ctx.serve_engine()? == crate::forwarder::Serving::NoEngine {
             eprintln!(
