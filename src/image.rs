@@ -12,12 +12,9 @@ use crate::ssh::quote;
 /// The image's platform, once it is known that the build machine can run it (natively, or through
 /// an emulator registered with binfmt_misc); a warning when it is not the configured one.
 pub async fn runnable_platform(place: &Machine, image: &str, wanted: &str) -> Result<String> {
-    let facts = inspect(place, image).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "there is no image {image} in the build machine's Docker: build it first \
-             (`n10n-dev build-image`)"
-        ))
-    })?;
+    let facts = inspect(place, image)
+        .await?
+        .ok_or_else(|| not_built(image))?;
     let platform = format!("{}/{}", facts.os, facts.architecture);
     if platform != wanted {
         eprintln!(
@@ -124,6 +121,14 @@ const LAST_BUILT: &str = "last-image";
 /// Remember `image` (name:tag, or ID when untagged) as the one the project's commands default to.
 pub fn remember_built(vm_dir: &Path, image: &str) -> Result<()> {
     crate::state::write_atomically(&vm_dir.join(LAST_BUILT), image.as_bytes())
+}
+
+/// A command's image is not in the build machine's Docker.
+pub fn not_built(image: &str) -> Error {
+    Error::Other(format!(
+        "there is no image {image} in the build machine's Docker: build it first \
+         (`n10n-dev build-image`)"
+    ))
 }
 
 /// The image a command was given, else the one `build-image` produced last.

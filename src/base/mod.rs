@@ -279,6 +279,66 @@ pub fn label_value(labels: Option<&serde_json::Map<String, Value>>, label: &str)
     labels?.get(label)?.as_str().map(str::to_string)
 }
 
+/// `[base] image` when set (its tag, `latest` if none), else the label's repository at `latest`.
+pub fn tracked_tag(configured: &str, base: &Reference) -> Result<Reference> {
+    if configured.is_empty() {
+        return Ok(base.with_tag("latest"));
+    }
+    let tracked = Reference::parse(configured)
+        .map_err(|e| Error::Config(format!("[base] image in n10n-dev.toml: {e}")))?;
+    match (&tracked.tag, &tracked.digest) {
+        (_, Some(_)) => Err(Error::Config(format!(
+            "[base] image in n10n-dev.toml is {configured:?}: give the tag to follow, not a digest"
+        ))),
+        (Some(_), None) => Ok(tracked),
+        (None, None) => Ok(tracked.with_tag("latest")),
+    }
+}
+
+/// The pins whose tag names another digest now, each with that digest, and the tags asked
+/// (`repo:tag`). A pin follows its own tag, else `base`'s when it is of that repository, else
+/// `latest`; each tag is asked once.
+pub async fn moved_pins(
+    found: Vec<pins::Pin>,
+    base: Option<&Reference>,
+) -> Result<(Vec<(pins::Pin, String)>, Vec<String>)> {
+    let mut newest: std::collections::BTreeMap<String, String> = Default::default();
+    let mut clients: std::collections::HashMap<String, Client> = Default::default();
+    let mut changes = Vec::new();
+    for pin in found {
+        let tracked = match (&pin.reference.tag, base) {
+            (Some(tag), _) => pin.reference.with_tag(tag),
+            (None, Some(b)) if same_repository(b, &pin.reference) => b.clone(),
+            (None, _) => pin.reference.with_tag("latest"),
+        };
+        let key = tracked.to_string();
+        if !newest.contains_key(&key) {
+            if !clients.contains_key(&tracked.registry) {
+                clients.insert(
+                    tracked.registry.clone(),
+                    crate::registry::client_for(&tracked)?,
+                );
+            }
+            let client = &clients[&tracked.registry];
+            let digest = client
+                .manifest_digest(&tracked.repository, tracked.manifest_reference())
+                .await?
+                .ok_or_else(|| Error::Other(format!("{tracked} does not exist in its registry")))?;
+            newest.insert(key.clone(), digest);
+        }
+        let digest = &newest[&key];
+        if pin.reference.digest.as_ref() != Some(digest) {
+            changes.push((pin, digest.clone()));
+        }
+    }
+    Ok((changes, newest.into_keys().collect()))
+}
+
+/// Whether two references name the same repository of the same registry.
+pub fn same_repository(a: &Reference, b: &Reference) -> bool {
+    a.registry == b.registry && a.repository == b.repository
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

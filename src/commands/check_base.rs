@@ -2,7 +2,6 @@
 //! digest in its `[base] label`) still what the tracked tag names, and young enough? With
 //! `--update`, move the project's digest pins to the newest digest instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use clap::Args;
@@ -12,7 +11,7 @@ use crate::base::{self, Assessment, Question, pins};
 use crate::error::{Error, Result};
 use crate::image;
 use crate::machine::BringUp;
-use crate::registry::{self, Client, Reference};
+use crate::registry::{self, Reference};
 use crate::time;
 
 /// Exit codes of `check-base` (see the CLI contract).
@@ -60,7 +59,7 @@ pub async fn run(ctx: &Context, args: CheckBaseArgs) -> Result<i32> {
         ))
     })?;
     let base = base::base_from_label(&value, label, &image)?;
-    let tracking = tracked_tag(&config.base.image, &base)?;
+    let tracking = base::tracked_tag(&config.base.image, &base)?;
     let client = Arc::new(registry::client_for(&tracking)?);
     let assessment = base::assess(
         client,
@@ -144,22 +143,6 @@ fn is_image_id(text: &str) -> bool {
     hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// `[base] image` when set (its tag, `latest` if none), else the label's repository at `latest`.
-fn tracked_tag(configured: &str, base: &Reference) -> Result<Reference> {
-    if configured.is_empty() {
-        return Ok(base.with_tag("latest"));
-    }
-    let tracked = Reference::parse(configured)
-        .map_err(|e| Error::Config(format!("[base] image in n10n-dev.toml: {e}")))?;
-    match (&tracked.tag, &tracked.digest) {
-        (_, Some(_)) => Err(Error::Config(format!(
-            "[base] image in n10n-dev.toml is {configured:?}: give the tag to follow, not a digest"
-        ))),
-        (Some(_), None) => Ok(tracked),
-        (None, None) => Ok(tracked.with_tag("latest")),
-    }
-}
-
 fn report(a: &Assessment) -> String {
     let point = |p: &base::Point| {
         let mut facts = Vec::new();
@@ -219,14 +202,17 @@ async fn update_pins(ctx: &Context) -> Result<i32> {
     let configured = &ctx.project.config.base.image;
     let base = match configured.is_empty() {
         true => None,
-        false => Some(tracked_tag(configured, &Reference::parse(configured)?)?),
+        false => Some(base::tracked_tag(
+            configured,
+            &Reference::parse(configured)?,
+        )?),
     };
     let found = pins::find(&ctx.project.root)?;
     let found: Vec<_> = found
         .into_iter()
         .filter(|pin| {
             base.as_ref()
-                .is_none_or(|b| same_repository(b, &pin.reference))
+                .is_none_or(|b| base::same_repository(b, &pin.reference))
         })
         .collect();
     if found.is_empty() {
@@ -240,41 +226,11 @@ async fn update_pins(ctx: &Context) -> Result<i32> {
         );
         return Ok(NOTHING_TO_UPDATE);
     }
-    let mut newest: HashMap<String, String> = HashMap::new();
-    let mut clients: HashMap<String, Client> = HashMap::new();
-    let mut changes = Vec::new();
-    for pin in found {
-        let tracked = match (&pin.reference.tag, &base) {
-            (Some(tag), _) => pin.reference.with_tag(tag),
-            (None, Some(b)) if same_repository(b, &pin.reference) => b.clone(),
-            (None, _) => pin.reference.with_tag("latest"),
-        };
-        let key = tracked.to_string();
-        if !newest.contains_key(&key) {
-            if !clients.contains_key(&tracked.registry) {
-                clients.insert(tracked.registry.clone(), registry::client_for(&tracked)?);
-            }
-            let client = &clients[&tracked.registry];
-            let digest = client
-                .manifest_digest(&tracked.repository, tracked.manifest_reference())
-                .await?
-                .ok_or_else(|| Error::Other(format!("{tracked} does not exist in its registry")))?;
-            newest.insert(key.clone(), digest);
-        }
-        let digest = &newest[&key];
-        if pin.reference.digest.as_ref() != Some(digest) {
-            changes.push((pin, digest.clone()));
-        }
-    }
+    let (changes, newest) = base::moved_pins(found, base.as_ref()).await?;
     if changes.is_empty() {
-        let names: Vec<&String> = newest.keys().collect();
         eprintln!(
             "check-base: every pin is already at the newest digest of its tag ({})",
-            names
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            newest.join(", ")
         );
         return Ok(NOTHING_TO_UPDATE);
     }
@@ -297,8 +253,4 @@ async fn update_pins(ctx: &Context) -> Result<i32> {
         );
     }
     Ok(0)
-}
-
-fn same_repository(a: &Reference, b: &Reference) -> bool {
-    a.registry == b.registry && a.repository == b.repository
 }

@@ -44,12 +44,10 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
 
     let machine = ctx.bring_up(BringUp::default()).await?;
     let mut engine = Engine::connect(&machine).await?;
-    let facts = engine.image(&image).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "there is no image {image} in the build machine's Docker: build it first \
-             (`n10n-dev build-image`)"
-        ))
-    })?;
+    let facts = engine
+        .image(&image)
+        .await?
+        .ok_or_else(|| image::not_built(&image))?;
     if let Some(session) = machine.session() {
         say_where_credentials_go(
             &vm_dir,
