@@ -129,6 +129,23 @@ impl Engine {
         }
     }
 
+    /// `docker image ls -q --no-trunc`: the IDs of the engine's images.
+    pub async fn image_ids(&mut self) -> Result<Vec<String>> {
+        let (status, json) = self.json(Method::GET, "/images/json").await?;
+        if !status.is_success() {
+            return Err(self.refused(status, &json));
+        }
+        Ok(json
+            .as_array()
+            .map(|images| {
+                images
+                    .iter()
+                    .filter_map(|image| image["Id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `docker tag IMAGE REPO:TAG`.
     pub async fn tag(&mut self, image: &str, repository: &str, tag: &str) -> Result<()> {
         let path = format!(

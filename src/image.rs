@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::build_machine::Machine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ssh::quote;
 
@@ -104,7 +105,13 @@ pub fn build_command(
 }
 
 /// Image ids present on the engine.
+/// The IDs of the build machine's images. On a remote machine through the Engine API over the
+/// session (no process is started there); here through the docker CLI, which honours the
+/// user's Docker context.
 pub async fn image_ids(place: &Machine) -> Result<Vec<String>> {
+    if place.session().is_some() {
+        return Engine::connect(place).await?.image_ids().await;
+    }
     let out = place
         .capture("docker image ls -q --no-trunc")
         .await?
@@ -164,7 +171,13 @@ pub struct ImageFacts {
     pub is_index: bool,
 }
 
+/// What the build machine's Docker knows of `image`; `None` when it has no such image. Remote:
+/// the Engine API; here: the docker CLI (see `image_ids`).
 pub async fn inspect(place: &Machine, image: &str) -> Result<Option<ImageFacts>> {
+    if place.session().is_some() {
+        let json = Engine::connect(place).await?.image(image).await?;
+        return Ok(json.map(|json| parse_inspect(&json)));
+    }
     let line = format!("docker image inspect {}", quote::quote(image.as_bytes()));
     let out = place.capture(&line).await?;
     if out.status != 0 {
