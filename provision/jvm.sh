@@ -25,7 +25,14 @@ if [ -n "$need" ]; then
   mkdir -p /usr/share/man/man1
   apt-get update -q
   # shellcheck disable=SC2086 # a list of package names
-  apt-get install -y -q --no-install-recommends $need
+  if ! apt-get install -y -q --no-install-recommends $need; then
+    # ca-certificates-java, configured in the same transaction as the JRE its postinst runs,
+    # sometimes fails (seen on a Debian 12 VM); once the JRE is configured, it succeeds.
+    echo "configuring again what failed to configure (dpkg --configure -a)"
+    dpkg --configure -a
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $need
+  fi
 fi
 
 # Machines provisioned by earlier releases carry sbt's apt repository and a key that was fetched
