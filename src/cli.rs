@@ -10,20 +10,45 @@ use crate::error::Error;
 
 const GLOBAL: &str = "Global options";
 
-const ENVIRONMENT: &str = "\
-Environment:
-  N10N_DEV_BACKEND  the backend (auto, lima, vagrant, native, ssh), over [vm] backend
-  N10N_DEV_HOME     where n10n-dev keeps its state (default: the platform's data directory)
-  BUILD_NUMBER      the tag build-image and push use when none is given
-  NO_COLOR          no colour in log lines
-  DOCKER_CONFIG     the Docker config whose credentials push and check-base use";
+/// The environment variables n10n-dev reads, for `--help` and the manual page.
+pub const ENVIRONMENT: [(&str, &str); 5] = [
+    (
+        "N10N_DEV_BACKEND",
+        "the backend (auto, lima, vagrant, native, ssh), over [vm] backend",
+    ),
+    (
+        "N10N_DEV_HOME",
+        "where n10n-dev keeps its state (default: the platform's data directory)",
+    ),
+    (
+        "BUILD_NUMBER",
+        "the tag build-image and push use when none is given",
+    ),
+    ("NO_COLOR", "no colour in log lines"),
+    (
+        "DOCKER_CONFIG",
+        "the Docker config whose credentials push and check-base use",
+    ),
+];
+
+/// `--help`'s closing lines: the environment.
+fn environment_help() -> String {
+    let lines: Vec<String> = ENVIRONMENT
+        .iter()
+        .map(|(name, what)| format!("  {name:<17} {what}"))
+        .collect();
+    format!("Environment:\n{}", lines.join("\n"))
+}
+
+/// The version and the commit the binary was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("N10N_COMMIT"), ")");
 
 /// A Linux build machine for your Mac, in one command.
 ///
 /// n10n-dev keeps a one-way replica of the project on the build machine's own disk and runs
 /// commands there over one SSH connection, as if they were local.
 #[derive(Debug, Parser)]
-#[command(name = "n10n-dev", version, max_term_width = 100, after_help = ENVIRONMENT)]
+#[command(name = "n10n-dev", version = VERSION, max_term_width = 100, after_help = environment_help())]
 pub struct Cli {
     /// More logging: -v for debug, -vv for trace
     #[arg(short, long, action = ArgAction::Count, global = true, help_heading = GLOBAL)]
@@ -80,6 +105,8 @@ pub enum Command {
     /// The per-VM forwarder process (started by `up`)
     #[command(hide = true)]
     Forwarder,
+    /// Write the manual pages (n10n-dev.1 and one per command) into DIR
+    Man(commands::man::ManArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions {
         #[arg(value_enum)]
@@ -230,6 +257,7 @@ async fn run_command(cli: Cli) -> Result<i32, Error> {
             .await
             .map(|()| 0),
         Command::Forwarder => commands::forwarder::run(&context()?).await.map(|()| 0),
+        Command::Man(args) => commands::man::run(Cli::command(), args).map(|()| 0),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "n10n-dev", &mut script);

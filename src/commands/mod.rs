@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod env;
 pub mod forwarder;
 pub mod invoke;
+pub mod man;
 pub mod ports;
 pub mod provision;
 pub mod push;

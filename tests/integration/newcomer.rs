@@ -83,10 +83,10 @@ fn a_missing_workdir_and_a_missing_command_mean_the_same_on_every_backend() {
     assert!(!native.path().join("nowhere").exists());
 }
 
-#[test]
-fn every_command_in_help_is_in_the_readme_table_and_the_other_way_round() {
+/// The commands `--help` lists.
+fn commands_in_help() -> std::collections::BTreeSet<String> {
     let help = run_ok(BIN, &["--help"]);
-    let in_help: std::collections::BTreeSet<String> = stdout(&help)
+    stdout(&help)
         .split("Commands:")
         .nth(1)
         .expect("a Commands section")
@@ -98,7 +98,12 @@ fn every_command_in_help_is_in_the_readme_table_and_the_other_way_round() {
         .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
         .filter_map(|line| line.split_whitespace().next().map(str::to_string))
         .filter(|name| name != "help")
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_command_in_help_is_in_the_readme_table_and_the_other_way_round() {
+    let in_help = commands_in_help();
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let table = readme
@@ -373,4 +378,79 @@ fn a_closed_standard_output_ends_commands_quietly() {
             stderr(&out)
         );
     }
+}
+
+/// `man DIR` writes the main page and one per command in `--help`, each with the sections the
+/// README documents, and groff renders every one without a warning.
+#[test]
+fn man_writes_a_page_per_command_that_groff_renders_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command_in(dir.path(), &["man", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut pages = vec!["n10n-dev.1".to_string()];
+    pages.extend(commands_in_help().iter().map(|c| format!("n10n-dev-{c}.1")));
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".1"))
+        .collect();
+    written.sort();
+    pages.sort();
+    assert_eq!(written, pages);
+    for page in &pages {
+        let path = dir.path().join(page);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for heading in [
+            ".SH \"ENVIRONMENT\"",
+            ".SH \"EXIT STATUS\"",
+            "N10N_DEV_HOME",
+        ] {
+            assert!(text.contains(heading), "{page} lacks {heading}");
+        }
+        let groff = std::process::Command::new("groff")
+            .args(["-man", "-ww", "-Tutf8", "-z"])
+            .arg(&path)
+            .output()
+            .expect("groff (groff-base; .ci/run installs it)");
+        assert!(
+            groff.status.success() && groff.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&groff.stderr)
+        );
+    }
+    let main = std::fs::read_to_string(dir.path().join("n10n-dev.1")).unwrap();
+    assert!(main.contains(".SH \"FILES\""), "the main page lacks FILES");
+    let check_base = std::fs::read_to_string(dir.path().join("n10n-dev-check-base.1")).unwrap();
+    assert!(check_base.contains("could not find out"), "{check_base}");
+
+    let out = command_in(dir.path(), &["man", "no-such-dir"])
+        .output()
+        .unwrap();
+    assert_exit_saying(&out, 2, "no such directory");
+}
+
+/// `--version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let head = run_ok(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ],
+    );
+    let version = run_ok(BIN, &["--version"]);
+    assert_eq!(
+        stdout(&version).trim(),
+        format!(
+            "n10n-dev {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            stdout(&head).trim()
+        )
+    );
 }
