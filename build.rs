@@ -30,7 +30,10 @@ fn watch_head() {
         .ok()
         .and_then(|text| text.strip_prefix("ref: ").map(|r| r.trim().to_string()))
     {
-        println!("cargo:rerun-if-changed={}", Path::new(&common).join(branch).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(&common).join(branch).display()
+        );
     }
     let packed = Path::new(&common).join("packed-refs");
     if packed.exists() {
