@@ -56,9 +56,16 @@ impl PushProject {
 }
 
 impl Drop for PushProject {
+    /// The image goes with every tag `push` gave it (`<registry>/<repository>:<tag>`): by id.
     fn drop(&mut self) {
+        let id = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &self.image])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .unwrap_or_default();
+        let target = if id.is_empty() { &self.image } else { &id };
         let _ = Command::new("docker")
-            .args(["image", "rm", "-f", &self.image])
+            .args(["image", "rm", "-f", target])
             .output();
     }
 }
