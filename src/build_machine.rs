@@ -2,7 +2,7 @@
 //! behind an SSH session, or the project itself on this machine for the native backend.
 //! `machine::Context` makes one; everything that runs there takes it, whatever the backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -60,20 +60,7 @@ impl Machine {
     pub async fn capture(&self, line: &str) -> Result<Captured> {
         match self {
             Machine::Remote { session, .. } => session.capture(None, line).await,
-            Machine::Local { dir } => {
-                let out = tokio::process::Command::new("sh")
-                    .args(["-c", line])
-                    .current_dir(dir)
-                    .stdin(Stdio::null())
-                    .output()
-                    .await
-                    .map_err(|e| Error::io("cannot run sh", e))?;
-                Ok(Captured {
-                    status: out.status.code().unwrap_or(128),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                })
-            }
+            Machine::Local { dir } => local_sh(dir, line, Stdio::piped()).await,
         }
     }
 
@@ -81,21 +68,24 @@ impl Machine {
     pub async fn capture_into(&self, line: &str, file: std::fs::File) -> Result<Captured> {
         match self {
             Machine::Remote { session, .. } => session.download(line, file).await,
-            Machine::Local { dir } => {
-                let out = tokio::process::Command::new("sh")
-                    .args(["-c", line])
-                    .current_dir(dir)
-                    .stdin(Stdio::null())
-                    .stdout(file)
-                    .output()
-                    .await
-                    .map_err(|e| Error::io("cannot run sh", e))?;
-                Ok(Captured {
-                    status: out.status.code().unwrap_or(128),
-                    stdout: Vec::new(),
-                    stderr: out.stderr,
-                })
-            }
+            Machine::Local { dir } => local_sh(dir, line, Stdio::from(file)).await,
         }
     }
+}
+
+/// `sh -c line` in `dir` on this machine, its stdout to `stdout` (collected when piped).
+async fn local_sh(dir: &Path, line: &str, stdout: Stdio) -> Result<Captured> {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", line])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .output()
+        .await
+        .map_err(|e| Error::io("cannot run sh", e))?;
+    Ok(Captured {
+        status: out.status.code().unwrap_or(128),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
 }

@@ -78,15 +78,22 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
         .context(|| format!("cannot create {}", dir.display()))
 }
 
-/// Replace `path` with `contents` so that readers see the old file or the new one, never a mix.
+/// Replace `path` with `contents` so that readers see the old file or the new one, never a mix;
+/// private to the user (0600).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomically_with_mode(path, contents, 0o600)
+}
+
+/// As `write_atomically`, with the new file's `mode`. The temporary file beside `path` is made
+/// anew (O_EXCL), so a link planted under its name in a shared directory is not followed.
+pub fn write_atomically_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
+        let _ = fs::remove_file(&tmp);
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
+            .create_new(true)
+            .mode(mode)
             .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;

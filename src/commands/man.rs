@@ -2,7 +2,6 @@
 //! definitions as `--help`, with the ENVIRONMENT, EXIT STATUS and FILES sections the README
 //! documents.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -47,7 +46,7 @@ fn write_page(dir: &Path, command: &clap::Command, main_page: bool) -> Result<Pa
     let page = render(command, name, main_page)
         .map_err(|e| Error::io(format!("cannot render the page of {name}"), e))?;
     let path = dir.join(format!("{name}.1"));
-    write_atomically(&path, &page)?;
+    crate::state::write_atomically_with_mode(&path, &page, 0o644)?;
     Ok(path)
 }
 
@@ -127,15 +126,15 @@ fn environment() -> String {
 
 fn exit_status(command: &str, main_page: bool) -> String {
     const GENERAL: &str = "0 :: success\n\n1 :: failure\n\n2 :: a usage or configuration error";
+    if main_page {
+        return format!(
+            "Every command but run, shell, check-base and invoke:\n\n{GENERAL}\n\n\
+             run and shell return the remote command's own code, 128+N when it died of signal \
+             N, and 255 when n10n-dev itself failed, as ssh does. check-base and invoke have \
+             codes of their own: see their pages."
+        );
+    }
     let own = match command {
-        _ if main_page => {
-            return format!(
-                "Every command but run, shell, check-base and invoke:\n\n{GENERAL}\n\n\
-                 run and shell return the remote command's own code, 128+N when it died of \
-                 signal N, and 255 when n10n-dev itself failed, as ssh does. check-base and \
-                 invoke have codes of their own: see their pages."
-            );
-        }
         "run" | "shell" => {
             "N :: the remote command's own exit code\n\n128+N :: the remote command died of \
              signal N\n\n2 :: a usage or configuration error\n\n255 :: n10n-dev itself failed \
@@ -163,17 +162,3 @@ const FILES: &str = "n10n-dev.toml :: the project's configuration, in the projec
     Support/dev.n10n.n10n-dev; $N10N_DEV_HOME when set): keys, pinned host keys, sync records, \
     locks, and per VM in vms/NAME/ the forwarder's docker.sock (the VM's Docker engine) and \
     ssh.sock (its kept connection)";
-
-/// Write `contents` to `path` through a temporary file in the same directory, so that a reader
-/// never sees half a page.
-fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("1.tmp{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut file| file.write_all(contents))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("cannot write {}", path.display()), e));
-    }
-    Ok(())
-}

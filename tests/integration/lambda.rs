@@ -164,6 +164,19 @@ pub async fn concurrent_calls(
     answers
 }
 
+/// A launcher whose functions append each event they get to the returned file.
+fn recording_launcher() -> (tempfile::NamedTempFile, Arc<Processes>) {
+    let record = tempfile::NamedTempFile::new().unwrap();
+    let launcher = Arc::new(Processes {
+        extra_env: vec![(
+            "N10N_TEST_RECORD".into(),
+            record.path().display().to_string(),
+        )],
+        ..Processes::default()
+    });
+    (record, launcher)
+}
+
 fn function(name: &str, handler: &str, timeout_s: u64) -> Function {
     Function {
         name: name.into(),
@@ -446,14 +459,7 @@ async fn the_runtime_api_answers_as_lambda_s_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_invoke_api_serves_two_functions_to_100_concurrent_callers() {
-    let record = tempfile::NamedTempFile::new().unwrap();
-    let launcher = Arc::new(Processes {
-        extra_env: vec![(
-            "N10N_TEST_RECORD".into(),
-            record.path().display().to_string(),
-        )],
-        ..Processes::default()
-    });
+    let (record, launcher) = recording_launcher();
     let echo = Pool::new(
         function("echoer", "echo", 10),
         launcher.clone(),
@@ -599,14 +605,7 @@ async fn queued_event_invocations_are_capped_with_lambda_s_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_context_must_be_base64_of_a_json_object() {
     use base64::engine::general_purpose::STANDARD;
-    let record = tempfile::NamedTempFile::new().unwrap();
-    let launcher = Arc::new(Processes {
-        extra_env: vec![(
-            "N10N_TEST_RECORD".into(),
-            record.path().display().to_string(),
-        )],
-        ..Processes::default()
-    });
+    let (record, launcher) = recording_launcher();
     let echo = Pool::new(function("echoer", "echo", 10), launcher, 1, None);
     let functions = Arc::new(Functions {
         by_name: [("echoer".to_string(), echo.clone())].into(),
