@@ -2,21 +2,36 @@
 //! behind an SSH session, or the project itself on this machine for the native backend.
 //! `machine::Context` makes one; everything that runs there takes it, whatever the backend.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::local;
-use crate::ssh::{Captured, ExitCode, RemoteCommand, Session, quote};
+use crate::ssh::{Captured, ExitCode, RemoteCommand, Session};
 
 /// Where the project's commands run.
 #[derive(Clone)]
 pub enum Machine {
-    /// In the replica on the build machine behind an SSH session.
-    Remote { session: Arc<Session>, dir: String },
+    /// In the replica on the build machine behind an SSH session; with the user's login
+    /// environment as the machine's agent caches it, or in a login shell each (`[run]
+    /// login_shell`).
+    Remote {
+        session: Arc<Session>,
+        dir: String,
+        login_shell: bool,
+    },
     /// In the project itself, on this machine (native backend).
     Local { dir: PathBuf },
+}
+
+/// A command as `run` takes it.
+pub struct Command {
+    /// Where to run, relative to the replica (or absolute); it must exist.
+    pub workdir: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<OsString>,
 }
 
 impl Machine {
@@ -32,28 +47,58 @@ impl Machine {
         matches!(self, Machine::Local { .. })
     }
 
-    /// Run a shell command line with output streamed; its exit code.
-    pub async fn run(&self, line: &str, env: &[(String, String)]) -> Result<ExitCode> {
+    /// Run `command` with this process's stdin, stdout and stderr; its exit code.
+    pub async fn execute(&self, command: Command) -> Result<ExitCode> {
+        let Command { workdir, env, argv } = command;
         match self {
-            Machine::Remote { session, dir } => {
-                // The build's environment is no secret: on the command line, it costs no
-                // round trip (see `Session::stage_env`).
-                let mut argv: Vec<String> = vec!["env".into()];
-                argv.extend(env.iter().map(|(key, value)| format!("{key}={value}")));
-                argv.extend(["sh".into(), "-c".into(), line.to_string()]);
-                session
-                    .run_via_agent(&RemoteCommand {
-                        dir: dir.clone(),
-                        workdir: None,
-                        env: Vec::new(),
-                        command_line: quote::join(&argv),
-                    })
-                    .await
+            Machine::Remote {
+                session,
+                dir,
+                login_shell,
+            } => {
+                let remote = RemoteCommand {
+                    dir: dir.clone(),
+                    workdir,
+                    env,
+                    argv,
+                };
+                match login_shell {
+                    true => session.run(&remote).await,
+                    false => session.run_in_login_env(&remote).await,
+                }
             }
-            Machine::Local { dir } => {
-                local::run(dir, env, &["sh".into(), "-c".into(), line.into()]).await
+            Machine::Local { dir: root } => {
+                let dir = match &workdir {
+                    Some(dir) => root.join(dir),
+                    None => root.clone(),
+                };
+                if !dir.is_dir() {
+                    return Err(Error::Other(format!(
+                        "-w {}: no such directory in the project",
+                        workdir.unwrap_or_default()
+                    )));
+                }
+                local::run(&dir, &env, &argv).await
             }
         }
+    }
+
+    /// Run a shell command line with output streamed; its exit code.
+    pub async fn run(&self, line: &str, env: &[(String, String)]) -> Result<ExitCode> {
+        // The build's environment is no secret: on the command line, it costs no round trip
+        // when the command starts in a login shell (see `Session::stage_env`).
+        let mut argv: Vec<OsString> = vec!["env".into()];
+        argv.extend(
+            env.iter()
+                .map(|(key, value)| format!("{key}={value}").into()),
+        );
+        argv.extend(["sh".into(), "-c".into(), line.into()]);
+        self.execute(Command {
+            workdir: None,
+            env: Vec::new(),
+            argv,
+        })
+        .await
     }
 
     /// Run a shell command line and collect its output.

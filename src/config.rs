@@ -93,6 +93,7 @@ pub struct Config {
     pub base: BaseConfig,
     pub push: PushConfig,
     pub forward: ForwardConfig,
+    pub run: RunConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +189,13 @@ impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// Start every command in the user's login shell, instead of with the login environment
+    /// the machine's agent captured once and caches until a profile file changes.
+    pub login_shell: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -516,6 +524,8 @@ struct RawConfig {
     push: RawPush,
     #[serde(default)]
     forward: RawForward,
+    #[serde(default)]
+    run: RawRun,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -593,6 +603,12 @@ struct RawForward {
     ports: Option<Vec<StaticForward>>,
     auto: Option<bool>,
     public: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    login_shell: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -686,6 +702,9 @@ impl RawConfig {
                 repository: self.push.repository.unwrap_or_default(),
                 auth: self.push.auth.unwrap_or_default(),
                 region: self.push.region.unwrap_or_default(),
+            },
+            run: RunConfig {
+                login_shell: self.run.login_shell.unwrap_or(false),
             },
         })
     }

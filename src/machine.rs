@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend};
-pub use crate::build_machine::Machine;
+pub use crate::build_machine::{Command, Machine};
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
@@ -152,8 +152,10 @@ impl Context {
             false => None,
         };
         let session = self.connect().await?;
-        if let Some(pending) = pending {
-            self.finish_sync(pending, &session).await?;
+        match pending {
+            Some(pending) => self.finish_sync(pending, &session).await?,
+            // The agent the last sync found, if it still runs, starts commands faster.
+            None => session.use_agent(sync::recorded_agent(&self.project, &self.state)),
         }
         Ok(self.machine(Some(session)))
     }
@@ -207,6 +209,7 @@ impl Context {
             Some(session) => Machine::Remote {
                 session: Arc::new(session),
                 dir: self.project.config.sync.dest.clone(),
+                login_shell: self.project.config.run.login_shell,
             },
             None => Machine::Local {
                 dir: self.project.root.clone(),

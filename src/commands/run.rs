@@ -5,10 +5,9 @@ use std::ffi::OsString;
 use clap::Args;
 
 use super::Context;
-use crate::error::{Error, Result};
-use crate::local;
-use crate::machine::Machine;
-use crate::ssh::{ExitCode, RemoteCommand, quote};
+use crate::error::Result;
+use crate::machine::Command;
+use crate::ssh::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -31,29 +30,12 @@ pub struct RunArgs {
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let env = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
-    match ctx.connect_synced(!args.no_sync).await? {
-        Machine::Local { dir: root } => {
-            let dir = match &args.workdir {
-                Some(dir) => root.join(dir),
-                None => root,
-            };
-            if !dir.is_dir() {
-                return Err(Error::Other(format!(
-                    "-w {}: no such directory in the project",
-                    args.workdir.unwrap_or_default()
-                )));
-            }
-            local::run(&dir, &env, &args.command).await
-        }
-        Machine::Remote { session, dir } => {
-            session
-                .run(&RemoteCommand {
-                    dir,
-                    workdir: args.workdir,
-                    env,
-                    command_line: quote::join(&args.command),
-                })
-                .await
-        }
-    }
+    let machine = ctx.connect_synced(!args.no_sync).await?;
+    machine
+        .execute(Command {
+            workdir: args.workdir,
+            env,
+            argv: args.command,
+        })
+        .await
 }

@@ -19,13 +19,13 @@ pub struct ShellArgs {
 pub async fn run(ctx: &Context, args: ShellArgs) -> Result<ExitCode> {
     let (session, dir) = match ctx.connect_synced(!args.no_sync).await? {
         Machine::Local { dir } => return crate::local::shell(&dir).await,
-        Machine::Remote { session, dir } => (session, dir),
+        Machine::Remote { session, dir, .. } => (session, dir),
     };
     let login_shell = RemoteCommand {
         dir,
         workdir: None,
         env: Vec::new(),
-        command_line: String::new(),
+        argv: Vec::new(),
     };
     // As ssh does: no PTY when stdin is not a terminal, so that `shell < script` reads the
     // script and ends at its end (a PTY would never pass the end of input on).

@@ -104,8 +104,8 @@ mod tests {
 
     #[test]
     fn agents_are_read_back_as_recorded() {
-        let agent = Agent::parse("0f1e /tmp/n10n-dev-0/agent-v4-1.sock").unwrap();
-        assert_eq!(agent.socket, "/tmp/n10n-dev-0/agent-v4-1.sock");
+        let agent = Agent::parse("0f1e /tmp/n10n-dev-0/agent-v5-1.sock").unwrap();
+        assert_eq!(agent.socket, "/tmp/n10n-dev-0/agent-v5-1.sock");
         assert_eq!(Agent::parse(&agent.record()), Some(agent));
         for bad in ["", " ", "/tmp/x.sock", "zz /tmp/x", "0f relative"] {
             assert_eq!(Agent::parse(bad), None, "{bad:?}");

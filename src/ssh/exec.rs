@@ -7,9 +7,11 @@
 //! session) as the first line of stderr, and signals are delivered with `kill -SIG -- -PGID` over a
 //! second channel of the same connection.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +40,33 @@ pub struct RemoteCommand {
     /// missing one ends the command with 255 and is never created in the replica.
     pub workdir: Option<String>,
     pub env: Vec<(String, String)>,
-    /// Already-quoted command line (see `quote::join`); empty for a login shell.
-    pub command_line: String,
+    /// The command and its arguments; empty for a login shell.
+    pub argv: Vec<OsString>,
 }
 
 impl RemoteCommand {
+    /// What the agent's run mode reads (see `scripts/agent.pl`): NUL-separated fields, the
+    /// replica, the workdir (empty: none), the number of variables, `KEY=VALUE`s, the argv.
+    /// The values travel in the stream, never on a command line.
+    fn agent_request(&self) -> Result<Vec<u8>> {
+        let mut fields: Vec<&[u8]> = vec![
+            self.dir.as_bytes(),
+            self.workdir.as_deref().unwrap_or("").as_bytes(),
+        ];
+        let count = self.env.len().to_string();
+        fields.push(count.as_bytes());
+        let pairs: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.extend(pairs.iter().map(|pair| pair.as_bytes()));
+        fields.extend(self.argv.iter().map(|arg| arg.as_bytes()));
+        if fields.iter().any(|field| field.contains(&0)) {
+            return Err(Error::Usage(
+                "a NUL byte in the directory, the environment or the command cannot be passed on"
+                    .into(),
+            ));
+        }
+        Ok(fields.join(&0u8))
+    }
+
     /// The line handed to the remote login shell. It prints its PID, then becomes a login shell
     /// (so PATH has what ~/.profile adds, such as rustup's), changes directory and execs the command.
     /// The environment's values are not in it (a command line shows in every user's `ps`): they
@@ -65,10 +89,10 @@ impl RemoteCommand {
                 " && {{ cd -- {path} 2>/dev/null || {{ printf 'n10n-dev: -w %s: no such directory in the replica\\n' {said} >&2; exit 255; }}; }}"
             ));
         }
-        if self.command_line.is_empty() {
+        if self.argv.is_empty() {
             inner.push_str(" && exec \"${SHELL:-/bin/sh}\" -l");
         } else {
-            inner.push_str(&format!(" && exec {}", self.command_line));
+            inner.push_str(&format!(" && exec {}", quote::join(&self.argv)));
         }
         format!(
             "printf '{}%s\\n' \"$$\" >&2; exec \"${{SHELL:-/bin/sh}}\" -lc {}",
@@ -94,6 +118,14 @@ struct PidLine {
 }
 
 impl PidLine {
+    /// For a stream that carries no PID line (the agent sends the PID apart).
+    fn absent() -> PidLine {
+        PidLine {
+            done: true,
+            ..PidLine::default()
+        }
+    }
+
     /// Feed stderr bytes; returns the bytes to show the user.
     fn feed(&mut self, data: &[u8]) -> Vec<u8> {
         if self.done {
@@ -144,33 +176,75 @@ pub fn signal_number(sig: &Sig) -> i32 {
 }
 
 impl Session {
-    /// Run `command` with local stdin, stdout and stderr attached; returns its exit code.
+    /// Run `command` in the user's login shell, with local stdin, stdout and stderr attached;
+    /// returns its exit code.
     pub async fn run(&self, command: &RemoteCommand) -> Result<ExitCode> {
-        self.run_attached(command, false).await
-    }
-
-    /// As `run`, but through the remote agent when this session knows one (no sshd session
-    /// set-up: about 0.1–0.2 s less on a small VM), else as an exec session.
-    pub async fn run_via_agent(&self, command: &RemoteCommand) -> Result<ExitCode> {
-        self.run_attached(command, true).await
-    }
-
-    async fn run_attached(&self, command: &RemoteCommand, via_agent: bool) -> Result<ExitCode> {
-        // Stop signals are forwarded to the remote process group.
-        let mut signals = crate::signals::Stop::install()?;
+        // From here, stop signals are forwarded to the remote process group.
+        let signals = crate::signals::Stop::install()?;
         let env_file = self.stage_env(&command.env).await?;
-        let script = command.script(env_file.as_deref());
-        let (mut events, writer) = self.start_streaming(&script, via_agent).await?;
+        let channel = self.open_exec(&command.script(env_file.as_deref())).await?;
+        let (reader, writer) = channel.split();
+        self.attach(
+            Events::new(reader, false),
+            writer,
+            PidLine::default(),
+            signals,
+        )
+        .await
+    }
+
+    /// As `run`, but started by the agent when this session knows one: with the user's login
+    /// environment as the agent caches it, so no sshd session and no shell start up (see
+    /// `scripts/agent.pl`). Without an agent, `run`.
+    pub async fn run_in_login_env(&self, command: &RemoteCommand) -> Result<ExitCode> {
+        let request = command.agent_request()?;
+        let signals = crate::signals::Stop::install()?;
+        let known = self.agent.lock().expect("not poisoned").clone();
+        let Some((reader, writer)) = (match known {
+            Some(agent) => self.open_agent(&agent).await,
+            None => None,
+        }) else {
+            drop(signals);
+            return self.run(command).await;
+        };
+        tracing::debug!("running through the agent");
+        let mut header = format!("r{}\n", request.len()).into_bytes();
+        header.extend_from_slice(&request);
+        writer
+            .data(&header[..])
+            .await
+            .map_err(|e| self.lost(super::describe(&e)))?;
+        self.attach(
+            Events::new(reader, true),
+            writer,
+            PidLine::absent(),
+            signals,
+        )
+        .await
+    }
+
+    /// Relay a started command's output, stdin and stop signals until it exits.
+    async fn attach(
+        &self,
+        mut events: Events,
+        writer: ChannelWriteHalf<Msg>,
+        mut pid_line: PidLine,
+        mut signals: crate::signals::Stop,
+    ) -> Result<ExitCode> {
         let writer = Arc::new(writer);
         let stdin_task = tokio::spawn(forward_stdin(writer.clone()));
 
         let mut stdout = raw_fd(1);
         let mut stderr = raw_fd(2);
-        let mut pid_line = PidLine::default();
         let mut status = None;
         let mut pending_signal: Option<i32> = None;
         let mut stopping: Option<(i32, tokio::time::Instant)> = None;
         loop {
+            // A signal that came before the PID did goes as soon as the PID is known.
+            if let (Some(sig), Some(pid)) = (pending_signal, pid_line.pid) {
+                pending_signal = None;
+                self.signal_group(Some(pid), sig).await;
+            }
             let deadline = stopping.map(|(_, at)| at);
             tokio::select! {
                 event = events.next() => match event {
@@ -188,11 +262,8 @@ impl Session {
                     Some(Output::Stderr(data)) => {
                         let shown = pid_line.feed(&data);
                         let _ = stderr.write_all(&shown);
-                        if let (Some(sig), Some(pid)) = (pending_signal, pid_line.pid) {
-                            pending_signal = None;
-                            self.signal_group(Some(pid), sig).await;
-                        }
                     }
+                    Some(Output::Pid(pid)) => pid_line.pid = Some(pid),
                     Some(Output::Exit(code)) => {
                         status = Some(code);
                         if events.framed {
@@ -259,36 +330,14 @@ impl Session {
         Ok(Some(String::from_utf8_lossy(&staged).into_owned()))
     }
 
-    /// Open a channel running `script`: through the agent's streaming mode when asked and one
-    /// is known, else as an exec session.
-    async fn start_streaming(
-        &self,
-        script: &str,
-        via_agent: bool,
-    ) -> Result<(Events, ChannelWriteHalf<Msg>)> {
-        let known = self.agent.lock().expect("not poisoned").clone();
-        if let (true, Some(agent)) = (via_agent, known)
-            && let Some((reader, writer)) = self.open_agent(&agent).await
-        {
-            tracing::debug!("running through the agent at {}", agent.socket);
-            let header = format!("s{}\n{script}", script.len());
-            writer
-                .data(header.as_bytes())
-                .await
-                .map_err(|e| self.lost(super::describe(&e)))?;
-            return Ok((Events::new(reader, true), writer));
-        }
-        let channel = self.open_exec(script).await?;
-        let (reader, writer) = channel.split();
-        Ok((Events::new(reader, false), writer))
-    }
-
     /// Send `sig` to the remote process group led by `pid`, over a channel of its own.
     async fn signal_group(&self, pid: Option<u32>, sig: i32) {
         let Some(pid) = pid else { return };
         // No `--`: dash, the /bin/sh the agent runs, rejects it; `-PID` after the signal is a pid.
         let line = format!("kill -{sig} -{pid} 2>/dev/null");
-        match tokio::time::timeout(Duration::from_secs(5), self.capture(None, &line)).await {
+        let agent = self.agent.lock().expect("not poisoned").clone();
+        let sent = self.capture(agent.as_ref(), &line);
+        match tokio::time::timeout(Duration::from_secs(5), sent).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("could not signal the remote command: {e}"),
             Err(_) => tracing::warn!("could not signal the remote command: no answer"),
@@ -298,6 +347,8 @@ impl Session {
 
 /// What a running command produces.
 enum Output {
+    /// The command's PID, which also names its process group (agent streams only).
+    Pid(u32),
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Exit(ExitCode),
@@ -307,7 +358,8 @@ enum Output {
 const MAX_FRAME: usize = 64 * 1024;
 
 /// A command's output from its channel: an exec session's own messages, or the agent's frames
-/// (`o`/`e` + 4-byte big-endian length + bytes, then `x` + 4-byte exit status).
+/// (`p` + 4-byte big-endian PID, `o`/`e` + 4-byte length + bytes, then `x` + 4-byte exit
+/// status).
 struct Events {
     reader: ChannelReadHalf,
     framed: bool,
@@ -363,8 +415,12 @@ impl Events {
         while self.buffer.len() >= 5 {
             let value = u32::from_be_bytes(self.buffer[1..5].try_into().expect("4 bytes"));
             let tag = self.buffer[0];
-            if tag == b'x' {
-                self.ready.push_back(Output::Exit(value as i32));
+            if let Some(output) = match tag {
+                b'x' => Some(Output::Exit(value as i32)),
+                b'p' => Some(Output::Pid(value)),
+                _ => None,
+            } {
+                self.ready.push_back(output);
                 self.buffer.drain(..5);
                 continue;
             }
@@ -440,7 +496,9 @@ mod tests {
             dir: "~/n10n/my proj".into(),
             workdir: None,
             env: vec![("GREETING".into(), "it's $HOME; `x`".into())],
-            command_line: quote::join(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$PWD\""]),
+            argv: ["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$PWD\""]
+                .map(OsString::from)
+                .to_vec(),
         };
         let env_file = home.path().join("env");
         std::fs::write(&env_file, "export 'GREETING=it'\\''s $HOME; `x`'\n").unwrap();

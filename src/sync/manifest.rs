@@ -32,6 +32,21 @@ impl Baseline {
         decoded
     }
 
+    /// Only the agent the baseline at `path` records, read from the file's first bytes: what a
+    /// command that does not sync needs, without reading a large project's whole baseline.
+    pub fn recorded_agent(path: &Path) -> Option<String> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(1024);
+        let file = std::fs::File::open(path).ok()?;
+        file.take(1024).read_to_end(&mut head).ok()?;
+        let mut r = Reader(&head);
+        if r.take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        r.bytes()?;
+        String::from_utf8(r.bytes()?).ok()
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         state::write_atomically(path, &self.encode())
     }

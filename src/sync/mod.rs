@@ -486,6 +486,12 @@ fn print_plan(plan: &Plan, with_sends: bool) -> Result<()> {
 }
 
 /// Where the record of this project's replica lives: one per (project root, dest) on each VM.
+/// The agent the last sync of `project` found on the machine, if it recorded one.
+pub fn recorded_agent(project: &Project, state: &StateDir) -> Option<Agent> {
+    let agent = Baseline::recorded_agent(&record_path(state, project).ok()?)?;
+    Agent::parse(&agent)
+}
+
 fn record_path(state: &StateDir, project: &Project) -> Result<PathBuf> {
     let mut key = digest::Fnv::default();
     key.update(project.root.as_os_str().as_bytes());

@@ -27,7 +27,7 @@ const LEGACY_MARKER: &str = ".n10n-dev-replica";
 const LEGACY_STAGING: &str = ".n10n-dev-staging";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
-const AGENT_SOCKET_PREFIX: &str = "agent-v4-";
+const AGENT_SOCKET_PREFIX: &str = "agent-v5-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
@@ -39,8 +39,12 @@ const AGENT_IDLE_SECS: u32 = 1800;
 /// `n10n-agent-hello <token>\n` (so that n10n-dev, which learnt the token over an exec session,
 /// knows it reached this agent and nothing else before it sends a byte), read
 /// `<length>\n<command>`, run `sh -c command` with the rest of the stream as stdin, reply
-/// `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the output. It exits when idle, or
-/// within 30 s of its socket being removed or replaced or of the replica being deleted.
+/// `n10n-agent <status> <stdout bytes> <stderr bytes>\n` and the output. A request
+/// `r<length>\n<fields>` runs a command of `run`'s instead, with the user's login environment
+/// (captured once, cached beside the socket until a profile file changes), streaming its
+/// output as frames (see `Session::run_in_login_env`). It exits when idle, or within 30 s of
+/// its socket being removed or replaced or of the replica being deleted, and takes its files
+/// with it unless another agent has replaced them.
 const AGENT: &str = include_str!("scripts/agent.pl");
 
 /// Walks the replica without following links and prints, per entry, NUL-terminated fields:

@@ -135,10 +135,14 @@ fn bad_env_name_is_a_usage_error() {
 }
 
 /// Start `run` of a shell that starts a child, wait until both exist on the "remote", deliver
-/// `signal` to n10n-dev, and check that it exits with 128+N and leaves no process behind.
-fn stop_with(signal: &str, expected_code: i32, tag: &str) {
+/// `signal` to n10n-dev, and check that it exits with 128+N and leaves no process behind; with
+/// `through_agent`, after a sync that leaves the agent that starts the command.
+fn stop_with(signal: &str, expected_code: i32, tag: &str, through_agent: bool) {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
+    if through_agent {
+        project.ok(&["-q", "sync"]);
+    }
     let child = project
         .cmd(&[
             "run",
@@ -174,12 +178,138 @@ fn stop_with(signal: &str, expected_code: i32, tag: &str) {
 
 #[test]
 fn ctrl_c_stops_the_remote_process_group() {
-    stop_with("INT", 130, "301");
+    stop_with("INT", 130, "301", false);
 }
 
 #[test]
 fn sigterm_stops_the_remote_process_group() {
-    stop_with("TERM", 143, "302");
+    stop_with("TERM", 143, "302", false);
+}
+
+#[test]
+fn ctrl_c_stops_a_command_the_agent_started() {
+    stop_with("INT", 130, "304", true);
+}
+
+/// A `.profile` that counts its runs in `$HOME/profile-runs` and exports FROM_PROFILE=`value`.
+fn write_counting_profile(home: &std::path::Path, value: &str) {
+    let profile = format!("echo run >> \"$HOME/profile-runs\"\nexport FROM_PROFILE={value}\n");
+    std::fs::write(home.join(".profile"), profile).unwrap();
+}
+
+fn profile_runs(home: &std::path::Path) -> usize {
+    std::fs::read_to_string(home.join("profile-runs")).map_or(0, |text| text.lines().count())
+}
+
+#[test]
+fn commands_get_the_login_environment_captured_once_until_a_profile_changes() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let home = sshd.path().join("home");
+    write_counting_profile(&home, "one");
+    let show = ["sh", "-c", "echo \"$FROM_PROFILE\""];
+    let run = |sync: bool| {
+        let mut args = vec!["run"];
+        args.extend((!sync).then_some("--no-sync"));
+        args.push("--");
+        args.extend(show);
+        let out = project.run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    // The sync starts the agent, which captures the login environment for the first command.
+    assert_eq!(run(true), "one\n");
+    assert_eq!(run(false), "one\n");
+    assert_eq!(run(false), "one\n");
+    assert_eq!(
+        profile_runs(&home),
+        1,
+        "three commands ran the profile again"
+    );
+    // Changed within the same second, to the same size: a changed profile all the same.
+    write_counting_profile(&home, "two");
+    assert_eq!(run(false), "two\n");
+    assert_eq!(run(false), "two\n");
+    assert_eq!(profile_runs(&home), 2);
+    // `[run] login_shell = true`: today's way, a login shell for every command.
+    let config = project.root().join("n10n-dev.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[run]\nlogin_shell = true\n");
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(run(false), "two\n");
+    assert_eq!(run(false), "two\n");
+    assert_eq!(profile_runs(&home), 4);
+}
+
+#[test]
+fn a_command_the_agent_starts_keeps_every_contract_of_run() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let home = sshd.path().join("home");
+    write_counting_profile(&home, "x");
+    std::fs::create_dir_all(project.root().join("sub dir")).unwrap();
+    project.ok(&["-q", "sync"]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--no-sync"];
+        all.extend(args);
+        project.run(&all)
+    };
+    let out = run(&["--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out), stderr(&out)),
+        (Some(7), "out\n".into(), "err\n".into())
+    );
+    let out = run(&["--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let args = ["a b", "it's", "$HOME", "*", "", "new\nline", "-e"];
+    let mut printf = vec!["--", "printf", "[%s]\\n"];
+    printf.extend(args);
+    let expected: String = args.iter().map(|a| format!("[{a}]\n")).collect();
+    assert_eq!(stdout(&run(&printf)), expected);
+    let out = output_with_stdin(
+        project.cmd(&[
+            "run",
+            "--no-sync",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done",
+        ]),
+        b"hello\n",
+    );
+    assert_eq!(stdout(&out), "HELLO\ndone\n");
+    let out = project
+        .cmd(&[
+            "run",
+            "--no-sync",
+            "-e",
+            "GREETING=hi there",
+            "-e",
+            "FROM_HERE",
+        ])
+        .args(["-w", "sub dir", "--", "sh", "-c"])
+        .arg("echo \"$GREETING|$FROM_HERE|$FROM_PROFILE|$PWD\"; pwd -P")
+        .env("FROM_HERE", "local value")
+        .output()
+        .unwrap();
+    let dir = project.replica().join("sub dir");
+    assert_eq!(
+        stdout(&out),
+        format!("hi there|local value|x|{0}\n{0}\n", dir.display()),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit_saying(
+        &run(&["-w", "nowhere", "--", "true"]),
+        255,
+        "-w nowhere: no such directory in the replica",
+    );
+    assert_exit_saying(
+        &run(&["--", "n10n-no-such-command"]),
+        127,
+        "n10n-no-such-command",
+    );
+    assert_eq!(profile_runs(&home), 1, "a command started in a login shell");
 }
 
 #[test]
