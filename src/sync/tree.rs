@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::sync::{Condvar, Mutex, RwLock};
 
 use super::rules::Rules;
 use crate::error::{IoContext, Result};
@@ -58,19 +59,117 @@ impl Entry {
 
 /// Walk `root`, leaving out what `rules` exclude (and loading each directory's .gitignore as it
 /// goes). Symlinks are recorded, never followed; FIFOs, sockets and devices are skipped.
+///
+/// Directories are read by a few threads at once (up to 4, as many as there are CPUs): a
+/// no-op sync of a large project waits for little else.
 pub fn scan(rules: &mut Rules) -> Result<Tree> {
-    let mut tree = Tree::new();
-    let mut pending: Vec<RelPath> = vec![Vec::new()];
-    while let Some(dir) = pending.pop() {
-        rules.load_dir(&dir);
-        let abs = rules.absolute(&dir);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let walk = Walk {
+        rules: RwLock::new(rules),
+        queue: Mutex::new(Queue {
+            pending: vec![Vec::new()],
+            busy: 0,
+            failed: None,
+        }),
+        changed: Condvar::new(),
+    };
+    let found: Vec<Found> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(|| walk.work())).collect();
+        let mut all = vec![walk.work()];
+        all.extend(
+            helpers
+                .into_iter()
+                .map(|h| h.join().expect("a scan thread panicked")),
+        );
+        all
+    });
+    if let Some(error) = walk.queue.into_inner().expect("not poisoned").failed {
+        return Err(error);
+    }
+    // Collected, then sorted once: inserting 10,000 paths into the map one by one cost a
+    // fifth of a no-op sync's scan.
+    let mut vanished_dirs = Vec::new();
+    let mut tree: Tree = found
+        .into_iter()
+        .flat_map(|f| {
+            vanished_dirs.extend(f.vanished_dirs);
+            f.entries
+        })
+        .collect();
+    for dir in vanished_dirs {
+        tree.remove(&dir);
+    }
+    Ok(tree)
+}
+
+/// The directories still to read, shared by the scan's threads.
+struct Queue {
+    pending: Vec<RelPath>,
+    /// Threads reading a directory now (and so perhaps about to add more).
+    busy: usize,
+    failed: Option<crate::error::Error>,
+}
+
+struct Walk<'a> {
+    rules: RwLock<&'a mut Rules>,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+/// What one thread of the scan found.
+#[derive(Default)]
+struct Found {
+    entries: Vec<(RelPath, Entry)>,
+    /// Directories gone (or replaced) since their parent was listed, as a tool's temp dir may
+    /// be: not part of this snapshot.
+    vanished_dirs: Vec<RelPath>,
+}
+
+impl Walk<'_> {
+    /// Read directories until none is left (or one failed).
+    fn work(&self) -> Found {
+        let mut found = Found::default();
+        while let Some(dir) = self.next_dir() {
+            let read = self.read_dir(&dir, &mut found);
+            let mut queue = self.queue.lock().expect("not poisoned");
+            queue.busy -= 1;
+            match read {
+                Ok(subdirs) => queue.pending.extend(subdirs),
+                Err(e) => {
+                    queue.failed.get_or_insert(e);
+                }
+            }
+            self.changed.notify_all();
+        }
+        found
+    }
+
+    /// The next directory to read; `None` once there is none and no thread can add one.
+    fn next_dir(&self) -> Option<RelPath> {
+        let mut queue = self.queue.lock().expect("not poisoned");
+        loop {
+            if queue.failed.is_some() {
+                return None;
+            }
+            if let Some(dir) = queue.pending.pop() {
+                queue.busy += 1;
+                return Some(dir);
+            }
+            if queue.busy == 0 {
+                return None;
+            }
+            queue = self.changed.wait(queue).expect("not poisoned");
+        }
+    }
+
+    /// Record what `dir` holds; its subdirectories, to be read next.
+    fn read_dir(&self, dir: &RelPath, found: &mut Found) -> Result<Vec<RelPath>> {
+        let abs = self.rules.read().expect("not poisoned").absolute(dir);
         let entries = match fs::read_dir(&abs) {
             Ok(entries) => entries,
-            // Gone (or replaced) since its parent was listed, as a tool's temp dir may be: it is
-            // not part of this snapshot.
             Err(e) if vanished(&e) && !dir.is_empty() => {
-                tree.remove(&dir);
-                continue;
+                found.vanished_dirs.push(dir.clone());
+                return Ok(Vec::new());
             }
             Err(e) => {
                 return Err(crate::error::Error::io(
@@ -79,49 +178,26 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                 ));
             }
         };
+        let entries = entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .context(|| format!("cannot read directory {}", abs.display()))?;
+        // Only a directory that lists a .gitignore has one to read (most have none, and
+        // looking costs a path walk each).
+        if entries
+            .iter()
+            .any(|entry| entry.file_name() == ".gitignore")
+        {
+            self.rules.write().expect("not poisoned").load_dir(dir);
+        }
+        let rules = self.rules.read().expect("not poisoned");
+        let mut subdirs = Vec::new();
         for entry in entries {
-            let entry = entry.context(|| format!("cannot read directory {}", abs.display()))?;
             let mut path = dir.clone();
             if !path.is_empty() {
                 path.push(b'/');
             }
             path.extend_from_slice(entry.file_name().as_bytes());
-            // DirEntry::metadata is an lstat relative to the open directory: no path walk.
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                // Deleted between readdir and stat: it is simply not part of this snapshot.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(crate::error::Error::io(
-                        format!("cannot stat {}", entry.path().display()),
-                        e,
-                    ));
-                }
-            };
-            let file_type = meta.file_type();
-            let kind = if file_type.is_dir() {
-                Kind::Dir
-            } else if file_type.is_file() {
-                Kind::File {
-                    size: meta.len(),
-                    executable: meta.mode() & 0o111 != 0,
-                }
-            } else if file_type.is_symlink() {
-                let target = match fs::read_link(entry.path()) {
-                    Ok(target) => target,
-                    Err(e) if vanished(&e) => continue,
-                    Err(e) => {
-                        return Err(crate::error::Error::io(
-                            format!("cannot read link {}", entry.path().display()),
-                            e,
-                        ));
-                    }
-                };
-                Kind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                }
-            } else {
-                tracing::debug!("skipping special file {}", entry.path().display());
+            let Some((kind, meta)) = describe(&entry)? else {
                 continue;
             };
             let is_dir = kind == Kind::Dir;
@@ -129,9 +205,9 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                 continue;
             }
             if is_dir {
-                pending.push(path.clone());
+                subdirs.push(path.clone());
             }
-            tree.insert(
+            found.entries.push((
                 path,
                 Entry {
                     kind,
@@ -143,10 +219,54 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
                     }),
                     digest: None,
                 },
-            );
+            ));
         }
+        Ok(subdirs)
     }
-    Ok(tree)
+}
+
+/// What a directory entry is, with its metadata; `None` for what a sync leaves alone (special
+/// files) or what vanished since it was listed.
+fn describe(entry: &fs::DirEntry) -> Result<Option<(Kind, fs::Metadata)>> {
+    // DirEntry::metadata is an lstat relative to the open directory: no path walk.
+    let meta = match entry.metadata() {
+        Ok(meta) => meta,
+        // Deleted between readdir and stat: it is simply not part of this snapshot.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                format!("cannot stat {}", entry.path().display()),
+                e,
+            ));
+        }
+    };
+    let file_type = meta.file_type();
+    let kind = if file_type.is_dir() {
+        Kind::Dir
+    } else if file_type.is_file() {
+        Kind::File {
+            size: meta.len(),
+            executable: meta.mode() & 0o111 != 0,
+        }
+    } else if file_type.is_symlink() {
+        let target = match fs::read_link(entry.path()) {
+            Ok(target) => target,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => {
+                return Err(crate::error::Error::io(
+                    format!("cannot read link {}", entry.path().display()),
+                    e,
+                ));
+            }
+        };
+        Kind::Symlink {
+            target: target.as_os_str().as_bytes().to_vec(),
+        }
+    } else {
+        tracing::debug!("skipping special file {}", entry.path().display());
+        return Ok(None);
+    };
+    Ok(Some((kind, meta)))
 }
 
 /// The error of reading something that was removed or replaced since it was listed.
@@ -161,6 +281,27 @@ fn vanished(error: &std::io::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn a_nested_gitignore_rules_its_own_subtree_whichever_thread_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in 0..40 {
+            fs::create_dir_all(root.join(format!("d{d}/inner"))).unwrap();
+            fs::write(root.join(format!("d{d}/inner/keep.txt")), "k").unwrap();
+            fs::write(root.join(format!("d{d}/inner/drop.log")), "d").unwrap();
+        }
+        fs::write(root.join("d7/.gitignore"), "*.log\n").unwrap();
+        let tree = scan(&mut Rules::new(root, &[]).unwrap()).unwrap();
+        let logs: Vec<_> = tree
+            .keys()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| p.ends_with(".log"))
+            .collect();
+        assert_eq!(logs.len(), 39, "{logs:?}");
+        assert!(!logs.contains(&"d7/inner/drop.log".to_string()));
+        assert_eq!(tree.len(), 40 * 4 - 1 + 1);
+    }
 
     #[test]
     fn records_kinds_and_leaves_out_ignored_paths() {

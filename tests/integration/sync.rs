@@ -245,3 +245,43 @@ fn later_syncs_go_through_a_private_agent_and_survive_its_loss() {
         std::fs::symlink_metadata(&socket).ok()
     });
 }
+
+/// The sync record of the project (one per project and dest).
+fn sync_record(project: &Project) -> std::path::PathBuf {
+    let vm = project.home.path().join("vms/test-vm");
+    let records: Vec<_> = std::fs::read_dir(&vm)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    records.into_iter().next().unwrap()
+}
+
+#[test]
+fn files_new_at_the_last_sync_are_hashed_again_only_until_they_settle() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    for i in 0..50 {
+        project.write(&format!("new/{i}.txt"), &format!("file {i}\n"));
+    }
+    project.ok(&["-q", "sync"]);
+    let synced = std::time::Instant::now();
+    let first = std::fs::read(sync_record(&project)).unwrap();
+    // Files written within 2 s of a scan are "racy": their stamp alone proves nothing, so a
+    // sync hashes them. Once 2 s have passed they have settled.
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(synced.elapsed()));
+    project.ok(&["-q", "sync"]);
+    let second = std::fs::read(sync_record(&project)).unwrap();
+    assert_ne!(
+        first, second,
+        "the no-op sync left the record that makes every sync hash the files"
+    );
+    project.ok(&["-q", "sync"]);
+    let third = std::fs::read(sync_record(&project)).unwrap();
+    assert_eq!(
+        second, third,
+        "a sync with nothing racy wrote the record again"
+    );
+}

@@ -29,6 +29,7 @@ POSIX::setsid();
 chdir '/';
 open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
 $ENV{N10N_AGENT_SOCKET} = $path;
+$ENV{N10N_UID} = $<;
 $SIG{CHLD} = 'IGNORE';
 my $last_used = time;
 while (1) {
@@ -194,7 +195,7 @@ sub login_env {
   return (HOME => $home, USER => $user, LOGNAME => $user, SHELL => $shell,
     PATH => '/usr/local/bin:/usr/bin:/bin:/usr/games', N10N_LOGIN_SHELL => 1) unless length $env;
   my %login = map { split /=/, $_, 2 } grep { /^[^=]+=/ } split /\0/, $env;
-  delete @login{qw(_ PWD OLDPWD SHLVL N10N_AGENT_SOCKET)};
+  delete @login{qw(_ PWD OLDPWD SHLVL N10N_AGENT_SOCKET N10N_UID)};
   $login{HOME} //= $home;
   return %login;
 }

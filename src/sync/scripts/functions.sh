@@ -14,9 +14,12 @@ refuse_unsafe() {
   case "$home/" in "$1"/*) unsafe "$1" "$2" ;; esac
 }
 
+# Builtins where a program would do: every process a probe starts is time a no-op sync waits.
 identify() {
-  here=$(stat -c %d:%i:%w . | tr ' ' _)
-  id=$(cat "$meta/replica-id" 2>/dev/null) || id=
+  here=$(stat -c %d:%i:%w .)
+  while :; do case $here in *' '*) here="${here%% *}_${here#* }" ;; *) break ;; esac; done
+  id=
+  [ -f "$meta/replica-id" ] && { IFS= read -r id < "$meta/replica-id" || :; }
   case "$id" in
     *' '*) where=${id#* }; id=${id%% *} ;;
     *) where= ;;
@@ -28,14 +31,18 @@ identify() {
 
 start_agent() {
   agent=
-  sock="${TMPDIR:-/tmp}/n10n-dev-$(id -u)/$agent_prefix$(printf '%s %s' "$1" \
-    "$(id -G "${USER:-$(id -un)}")" | cksum | cut -d ' ' -f 1).sock"
+  served=$1
+  # shellcheck disable=SC2046 # split on purpose: the checksum is cksum's first word
+  set -- $(printf '%s %s' "$served" "$(id -G "${USER:-$(id -un)}")" | cksum)
+  sock="${TMPDIR:-/tmp}/n10n-dev-${N10N_UID:-$(id -u)}/$agent_prefix$1.sock"
   if [ -z "$N10N_AGENT_SOCKET" ]; then
-    perl -e "$agent_script" "$sock" "$1" "$agent_idle" </dev/null >/dev/null 2>&1 || return 0
+    perl -e "$agent_script" "$sock" "$served" "$agent_idle" </dev/null >/dev/null 2>&1 || return 0
   elif [ "$sock" != "$N10N_AGENT_SOCKET" ]; then
     rm -f -- "$N10N_AGENT_SOCKET"
     return 0
   fi
-  token=$(cat "$sock.token" 2>/dev/null) && [ -n "$token" ] && agent="$token $sock"
+  token=
+  [ -f "$sock.token" ] && { IFS= read -r token < "$sock.token" || :; }
+  [ -n "$token" ] && agent="$token $sock"
   return 0
 }
