@@ -53,6 +53,12 @@ pub enum Error {
     #[error("{0}")]
     Remote(String),
 
+    /// The build machine's Docker has no such image.
+    #[error(
+        "there is no image {0} in the build machine's Docker: build it first (`n10n-dev build-image`)"
+    )]
+    NotBuilt(String),
+
     #[error("{0}")]
     Other(String),
 }

@@ -12,10 +12,12 @@ use crate::ssh::quote;
 
 /// The image's platform, once it is known that the build machine can run it (natively, or through
 /// an emulator registered with binfmt_misc); a warning when it is not the configured one.
-pub async fn runnable_platform(place: &Machine, image: &str, wanted: &str) -> Result<String> {
-    let facts = inspect(place, image)
-        .await?
-        .ok_or_else(|| not_built(image))?;
+pub async fn runnable_platform(
+    place: &Machine,
+    image: &str,
+    facts: &ImageFacts,
+    wanted: &str,
+) -> Result<String> {
     let platform = format!("{}/{}", facts.os, facts.architecture);
     if platform != wanted {
         eprintln!(
@@ -131,13 +133,6 @@ pub fn remember_built(vm_dir: &Path, image: &str) -> Result<()> {
 }
 
 /// A command's image is not in the build machine's Docker.
-pub fn not_built(image: &str) -> Error {
-    Error::Other(format!(
-        "there is no image {image} in the build machine's Docker: build it first \
-         (`n10n-dev build-image`)"
-    ))
-}
-
 /// The image a command was given, else the one `build-image` produced last.
 pub fn given_or_last_built(given: Option<String>, vm_dir: &Path) -> Result<String> {
     if let Some(image) = given {
@@ -164,6 +159,8 @@ pub struct ImageFacts {
     pub size: u64,
     pub os: String,
     pub architecture: String,
+    /// `v8` for arm64 images that say so.
+    pub variant: Option<String>,
     pub created: String,
     pub labels: serde_json::Map<String, Value>,
     /// The engine stores it as an image index (manifest list): Lambda would refuse it. Only
@@ -188,7 +185,8 @@ pub async fn inspect(place: &Machine, image: &str) -> Result<Option<ImageFacts>>
     Ok(Some(parse_inspect(&json[0])))
 }
 
-fn parse_inspect(image: &Value) -> ImageFacts {
+/// The facts of `docker image inspect`'s (or the Engine API's) JSON for one image.
+pub fn parse_inspect(image: &Value) -> ImageFacts {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     ImageFacts {
         id: text(&image["Id"]),
@@ -199,6 +197,7 @@ fn parse_inspect(image: &Value) -> ImageFacts {
         size: image["Size"].as_u64().unwrap_or(0),
         os: text(&image["Os"]),
         architecture: text(&image["Architecture"]),
+        variant: image["Variant"].as_str().map(str::to_string),
         created: text(&image["Created"]),
         labels: image["Config"]["Labels"]
             .as_object()

@@ -1,8 +1,10 @@
 //! n10n-dev: a Linux build machine for a Mac developer in one command.
 //!
 //! Layers, top to bottom: `cli` → `commands` (one file per command, its arguments with it) →
-//! `machine` (shared workflows) → capabilities (`backend`, `sync`, `provision`, `image`,
-//! `lambda`, `registry`, `engine`, `push`, `forwarder`, `base`) → `ssh`. Helpers that several of
+//! `machine` (shared workflows: connect, bring up, the built image a command works on) →
+//! capabilities (`backend`, `sync`, `provision`, `image`, `lambda`, `registry`, `engine`,
+//! `push`, `forwarder`, `base`), which take the machine as one `build_machine::Machine` value
+//! (the replica behind an SSH session, or the project on this machine) → `ssh`. Helpers that several of
 //! them share have modules named for what they are (`digest`, `time`, `size`, `quick_ack`,
 //! `stdout`, `accept`, `own_ports`, `local`, `progress`); configuration (`config`), state
 //! (`state`), host facts (`host`) and errors (`error`) are plain data passed down.

@@ -11,6 +11,7 @@ pub use crate::build_machine::{Command, Machine};
 use crate::config::{BackendKind, Project};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
+use crate::image::{self, ImageFacts};
 use crate::progress::Step;
 use crate::ssh::{Endpoint, Session};
 use crate::state::{Lock, StateDir};
@@ -22,6 +23,14 @@ const KEPT_DEADLINE: Duration = Duration::from_secs(2);
 const SSH_DEADLINE: Duration = Duration::from_secs(300);
 /// How long `up` gives an ssh host, which is either there or not.
 const HOST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// An image `build-image` built (or the one a command was given), on the machine that has it.
+pub struct BuiltImage {
+    /// As given, or as `build-image` recorded it.
+    pub name: String,
+    pub facts: ImageFacts,
+    pub machine: Machine,
+}
 
 /// What `bring_up` does besides bringing the machine up.
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,6 +209,23 @@ impl Context {
         let current = provision::is_current(&session, &plan.stamp).await?;
         self.provision_unless(current, self.machine(Some(session)), &plan)
             .await
+    }
+
+    /// The start the commands that work on a built image share (invoke, push, check-base):
+    /// the image given, else the one `build-image` built last; the machine up; what its Docker
+    /// knows of the image. An image it does not have is `Error::NotBuilt`.
+    pub async fn built_image(&self, given: Option<String>) -> Result<BuiltImage> {
+        let vm_dir = self.state.vm_dir(&self.project.config.vm.name)?;
+        let name = image::given_or_last_built(given, &vm_dir)?;
+        let machine = self.bring_up(BringUp::default()).await?;
+        let facts = image::inspect(&machine, &name)
+            .await?
+            .ok_or_else(|| Error::NotBuilt(name.clone()))?;
+        Ok(BuiltImage {
+            name,
+            facts,
+            machine,
+        })
     }
 
     /// The build machine behind `session`, its commands run in the replica; without one, this

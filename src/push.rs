@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config::PushAuth;
 use crate::engine::{Engine, Pushed};
 use crate::error::{Error, Result};
+use crate::image::ImageFacts;
 use crate::progress::LayerBars;
 use crate::registry::{Client, Credentials, Manifest, Reference, credentials, ecr};
 
@@ -198,17 +199,21 @@ impl Target {
 }
 
 /// The platform parameter of the push (API ≥ 1.46), `{"os":"linux","architecture":"amd64"}`.
-pub fn platform_parameter(api: (u32, u32), image: &Value) -> Option<String> {
+pub fn platform_parameter(api: (u32, u32), image: &ImageFacts) -> Option<String> {
     (api >= (1, 46)).then(|| {
         let mut platform = serde_json::json!({
-            "os": image["Os"].as_str().unwrap_or("linux"),
-            "architecture": image["Architecture"].as_str().unwrap_or("amd64"),
+            "os": or_default(&image.os, "linux"),
+            "architecture": or_default(&image.architecture, "amd64"),
         });
-        if let Some(variant) = image["Variant"].as_str() {
-            platform["variant"] = variant.into();
+        if let Some(variant) = &image.variant {
+            platform["variant"] = variant.as_str().into();
         }
         platform.to_string()
     })
+}
+
+fn or_default<'a>(text: &'a str, default: &'a str) -> &'a str {
+    if text.is_empty() { default } else { text }
 }
 
 /// Bytes in the registry: config and layers, as the manifest lists them.
@@ -324,8 +329,9 @@ mod tests {
 
     #[test]
     fn the_platform_is_passed_only_where_the_api_takes_it() {
-        let image: Value =
-            serde_json::json!({"Os": "linux", "Architecture": "arm64", "Variant": "v8"});
+        let image = crate::image::parse_inspect(
+            &serde_json::json!({"Os": "linux", "Architecture": "arm64", "Variant": "v8"}),
+        );
         assert_eq!(platform_parameter((1, 41), &image), None);
         assert_eq!(
             platform_parameter((1, 46), &image).as_deref(),

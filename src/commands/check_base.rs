@@ -9,8 +9,8 @@ use clap::Args;
 use super::Context;
 use crate::base::{self, Assessment, Question, pins};
 use crate::error::{Error, Result};
-use crate::image;
-use crate::machine::BringUp;
+
+use crate::machine::BuiltImage;
 use crate::registry::{self, Reference};
 use crate::time;
 
@@ -124,15 +124,15 @@ async fn from_build_machine(
     {
         Reference::parse(text)?;
     }
-    let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
-    let name = image::given_or_last_built(given, &vm_dir)?;
-    let machine = ctx.bring_up(BringUp::default()).await?;
-    let facts = image::inspect(&machine, &name).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "there is no image {name} in the build machine's Docker: build it \
-             (`n10n-dev build-image`), or name a registry reference (host/repository:tag)"
-        ))
-    })?;
+    let BuiltImage { name, facts, .. } = match ctx.built_image(given).await {
+        Err(Error::NotBuilt(name)) => {
+            return Err(Error::Other(format!(
+                "there is no image {name} in the build machine's Docker: build it \
+                 (`n10n-dev build-image`), or name a registry reference (host/repository:tag)"
+            )));
+        }
+        found => found?,
+    };
     let platform = format!("{}/{}", facts.os, facts.architecture);
     Ok((name, Some(facts.labels), platform))
 }

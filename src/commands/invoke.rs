@@ -17,7 +17,7 @@ use crate::image;
 use crate::lambda::docker::DockerLauncher;
 use crate::lambda::invoke_api::{self, Functions};
 use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
-use crate::machine::BringUp;
+use crate::machine::BuiltImage;
 
 /// Exit code when Ctrl-C or SIGTERM ended a single invoke.
 const INTERRUPTED: i32 = 130;
@@ -61,16 +61,21 @@ pub struct InvokeArgs {
 
 pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
     let config = &ctx.project.config;
-    let vm_dir = ctx.state.vm_dir(&config.vm.name)?;
-    let image = image::given_or_last_built(args.image.clone(), &vm_dir)?;
     let event = match args.serve {
         true => None,
         false => Some(read_event(args.event.as_deref())?),
     };
-    let functions = functions(ctx, &args, &image)?;
+    let vm_dir = ctx.state.vm_dir(&config.vm.name)?;
+    let named = image::given_or_last_built(args.image.clone(), &vm_dir)?;
+    let functions = functions(ctx, &args, &named)?;
 
-    let machine = ctx.bring_up(BringUp::default()).await?;
-    let platform = image::runnable_platform(&machine, &image, &config.image.platform.0).await?;
+    let BuiltImage {
+        name: image,
+        facts,
+        machine,
+    } = ctx.built_image(Some(named)).await?;
+    let platform =
+        image::runnable_platform(&machine, &image, &facts, &config.image.platform.0).await?;
     let own_ports = (!machine.is_local())
         .then(|| ctx.forwarder_paths().map(|p| p.own_ports))
         .transpose()?;

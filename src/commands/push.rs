@@ -11,7 +11,7 @@ use super::Context;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image;
-use crate::machine::BringUp;
+use crate::machine::BuiltImage;
 use crate::push::{self, Target};
 use crate::registry::Reference;
 
@@ -38,16 +38,16 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
     let config = &ctx.project.config.push;
     let repository = repository(args.to.as_deref(), &config.repository)?;
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
-    let image = image::given_or_last_built(args.image, &vm_dir)?;
-    let tags = tags(args.tags, &image)?;
+    let named = image::given_or_last_built(args.image, &vm_dir)?;
+    let tags = tags(args.tags, &named)?;
     let target = Target::resolve(repository, config.auth, &config.region)?;
 
-    let machine = ctx.bring_up(BringUp::default()).await?;
+    let BuiltImage {
+        name: image,
+        facts,
+        machine,
+    } = ctx.built_image(Some(named)).await?;
     let mut engine = Engine::connect(&machine).await?;
-    let facts = engine
-        .image(&image)
-        .await?
-        .ok_or_else(|| image::not_built(&image))?;
     if let Some(session) = machine.session() {
         say_where_credentials_go(
             &vm_dir,

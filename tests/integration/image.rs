@@ -19,8 +19,12 @@ fn dockerfile_project(dir: &Path, broken: bool) {
     std::fs::write(
         dir.join("Dockerfile"),
         format!(
-            "FROM scratch\nCOPY busybox /busybox\n{copy}LABEL sdkBaseVersion=public.ecr.aws/lambda/java@sha256:0123\n\
-             CMD [\"/busybox\", \"echo\", \"hello\"]\n"
+            // A label of its own first: no layer is shared with another test's image, which
+            // could be removed with that image while this build uses it from the cache.
+            "FROM scratch\nLABEL n10n.test.project=\"{}\"\nCOPY busybox /busybox\n{copy}\
+             LABEL sdkBaseVersion=public.ecr.aws/lambda/java@sha256:0123\n\
+             CMD [\"/busybox\", \"echo\", \"hello\"]\n",
+            dir.display()
         ),
     )
     .unwrap();

@@ -25,7 +25,9 @@ impl FunctionImage {
         std::fs::write(
             dir.path().join("Dockerfile"),
             format!(
-                "FROM scratch\nCOPY fn /fn\nLABEL n10n.test={reference}\nENTRYPOINT [\"/fn\"]\n\
+                // The label first: a layer another test's image shares could be removed with
+                // that image while this build uses it from the cache.
+                "FROM scratch\nLABEL n10n.test={reference}\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\n\
                  CMD [\"echo\"]\n"
             ),
         )
