@@ -86,3 +86,23 @@ median() {
 row() {
   printf '%-28s %10.4f %10.4f %8.3f\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
 }
+
+# settle: flush writeback and wait (30 s at most) until the disks have been idle for half a
+# second. Deleting a tree on a filesystem mounted with `discard` keeps the disk busy for
+# seconds after `sync` returns, and whichever tool ran next paid for it.
+settle() {
+  sync
+  local deadline=$((SECONDS + 30)) last now quiet=0
+  last=$(cat /sys/block/*/stat | awk '{ busy += $10 } END { print busy }')
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.1
+    now=$(cat /sys/block/*/stat | awk '{ busy += $10 } END { print busy }')
+    if [ "$now" = "$last" ]; then
+      quiet=$((quiet + 1))
+      [ "$quiet" -ge 5 ] && return 0
+    else
+      quiet=0
+    fi
+    last=$now
+  done
+}

@@ -31,7 +31,7 @@ use crate::digest;
 use crate::error::{Error, Result};
 use crate::progress::TransferBar;
 use crate::size::human_bytes;
-use crate::ssh::{Agent, Session};
+use crate::ssh::{Agent, Job, Session};
 use crate::state::{Lock, StateDir};
 use manifest::Baseline;
 use plan::{Plan, RemoteView};
@@ -186,7 +186,16 @@ impl Pending {
             tracing::debug!("replica probe answered after {:.0?}", started.elapsed());
             probed
         };
-        let (scanned, probed) = tokio::join!(scanning, probe);
+        // A first sync (nothing recorded) sends everything: its apply step starts beside the
+        // probe, so that a second session start-up is not waited for (about 0.1 s).
+        let early_id =
+            (baseline.is_none() && !options.dry_run && !options.adopt).then(new_replica_id);
+        let early_apply = async {
+            let id = early_id.as_deref()?;
+            let command = remote::apply_command(dest, id, false);
+            Some(EarlyApply(session.start_job(None, &command).await.ok()))
+        };
+        let (scanned, probed, mut early_apply) = tokio::join!(scanning, probe, early_apply);
         let (mut rules, mut local) =
             scanned.map_err(|e| Error::Other(format!("scan failed: {e}")))??;
         let probed = probed?.success("the replica probe").map_err(perl_hint)?;
@@ -227,7 +236,8 @@ impl Pending {
             }
             (ProbeResult::Listed(tree) | ProbeResult::Foreign(_, tree), _) => {
                 listed = tree;
-                (RemoteView::Listed(&listed), Some(new_replica_id()))
+                let id = early_id.clone().unwrap_or_else(new_replica_id);
+                (RemoteView::Listed(&listed), Some(id))
             }
         };
         for attempt in 1..=SCANS {
@@ -261,7 +271,8 @@ impl Pending {
                     new_id: new_id.as_deref().unwrap_or(""),
                     adopt: adopting,
                 };
-                match transfer(session, to, upload, options).await? {
+                let job = early_apply.as_mut().and_then(|early| early.0.take());
+                match transfer(session, to, upload, options, job).await? {
                     Transferred::Applied {
                         mut tree,
                         digests,
@@ -393,11 +404,30 @@ enum Transferred {
 }
 
 /// Stream the archive into the apply script and wait for its confirmation.
+/// An apply step started before it was known that it will be needed: unless taken, it is
+/// ended with an empty stream, which makes it change nothing (the operations list, the
+/// archive's last member, never arrives).
+struct EarlyApply(Option<Job>);
+
+impl Drop for EarlyApply {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = job.writer.eof().await;
+                let _ = job.output.await;
+            });
+        }
+    }
+}
+
+/// Send the upload's archive to an apply step (`job` when one was started already) and wait
+/// for its answer.
 async fn transfer(
     session: &Session,
     to: Target<'_>,
     upload: Upload,
     options: &Options,
+    job: Option<Job>,
 ) -> Result<Transferred> {
     let scanned_at_ns = upload.scanned_at_ns;
     let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(8);
@@ -414,12 +444,17 @@ async fn transfer(
         );
         (written, upload.tree)
     });
-    let mut job = session
-        .start_job(
-            to.agent,
-            &remote::apply_command(to.dest, to.new_id, to.adopt),
-        )
-        .await?;
+    let mut job = match job {
+        Some(job) => job,
+        None => {
+            session
+                .start_job(
+                    to.agent,
+                    &remote::apply_command(to.dest, to.new_id, to.adopt),
+                )
+                .await?
+        }
+    };
     // If the connection dies, a write can wait forever for window space: the job's output
     // ending (the channel closed) is what stops the pump.
     let mut finished = None;

@@ -128,6 +128,7 @@ pub fn apply_command(dest: &str, new_marker: &str, adopt: bool) -> String {
             ("adopt", if adopt { "yes" } else { "''" }.to_string()),
             ("marker", quote::quote(new_marker.as_bytes())),
             ("ops", quote::quote(OPS.as_bytes())),
+            ("legacy_marker", quote::quote(LEGACY_MARKER.as_bytes())),
             ("legacy_staging", quote::quote(LEGACY_STAGING.as_bytes())),
             ("apply_script", quote::quote(APPLY.as_bytes())),
         ],

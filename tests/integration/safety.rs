@@ -42,6 +42,8 @@ fn a_directory_that_holds_other_files_is_refused_and_they_survive() {
     assert!(project.replica().join("other-checkout/README").exists());
     assert!(project.replica().join("notes.txt").exists());
     assert!(!project.replica().join("src").exists());
+    let beside = project.replica().with_file_name(".replica.n10n-dev");
+    assert!(!beside.exists(), "a refused sync left {}", beside.display());
     // --adopt --dry-run lists, changes nothing; --adopt lists and takes the directory.
     let listed = project.ok(&["sync", "--adopt", "--dry-run"]);
     assert!(listed.contains("delete notes.txt\n") && listed.contains("send src/main.rs\n"));

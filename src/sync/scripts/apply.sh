@@ -1,4 +1,4 @@
-# shellcheck shell=sh disable=SC2154 # d, adopt, marker, ops, legacy_staging, apply_script: set before
+# shellcheck shell=sh disable=SC2154 # d, adopt, marker, ops, legacy_marker, legacy_staging, apply_script: set before
 # The apply step (see apply_command in remote.rs), after functions.sh.
 set -e
 mkdir -p -- "$d"
@@ -6,17 +6,24 @@ cd -- "$d"
 root=$(pwd -P)
 refuse_unsafe "$root" 3
 meta_of "$root"
+refuse_foreign() {
+  identify
+  if [ -z "$ours" ] && [ -z "$adopt" ] && [ -n "$(ls -A)" ] && [ ! -f "$legacy_marker" ]; then
+    echo "$root holds files that n10n-dev did not put there; nothing was changed" >&2
+    exit 76
+  fi
+}
+# Once before anything is written beside the directory (a first sync starts this step beside
+# the probe, before it knows whether the directory is someone else's), once under the lock.
+refuse_foreign
 mkdir -p -- "$meta"
 exec 9>>"$meta/lock"
 flock -w 120 9 || {
   echo "another sync into $root held its lock for 2 minutes; try again" >&2
   exit 75
 }
-identify
-if [ -z "$ours" ] && [ -z "$adopt" ] && [ -n "$(ls -A)" ]; then
-  echo "$root holds files that n10n-dev did not put there; nothing was changed" >&2
-  exit 76
-fi
+if [ -f "$legacy_marker" ]; then mv -f -- "$legacy_marker" "$meta/replica-id" 2>/dev/null || :; fi
+refuse_foreign
 rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.*
 s=$(mktemp -d "$meta/staging.XXXXXX")
 tar -x -f - -C "$s" --no-same-owner
