@@ -26,10 +26,9 @@ if [ -f "$legacy_marker" ]; then mv -f -- "$legacy_marker" "$meta/replica-id" 2>
 refuse_foreign
 rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.*
 s=$(mktemp -d "$meta/staging.XXXXXX")
+# The agent starts while the archive arrives, not after it.
+start_agent "$root"
 tar -x -f - -C "$s" --no-same-owner
 perl -e "$apply_script" "$s" "$s/$ops" "$marker" "$meta/replica-id" "$here"
 rm -rf -- "$s"
-# Closed before the agent starts, which would else inherit the lock for as long as it lives.
-exec 9>&-
-start_agent "$root"
 echo "applied $agent"

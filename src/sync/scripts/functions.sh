@@ -36,7 +36,9 @@ start_agent() {
   set -- $(printf '%s %s' "$served" "$(id -G "${USER:-$(id -un)}")" | cksum)
   sock="${TMPDIR:-/tmp}/n10n-dev-${N10N_UID:-$(id -u)}/$agent_prefix$1.sock"
   if [ -z "$N10N_AGENT_SOCKET" ]; then
-    perl -e "$agent_script" "$sock" "$served" "$agent_idle" </dev/null >/dev/null 2>&1 || return 0
+    # Without fd 9: the apply step holds its lock there, and the agent would hold it for as long
+    # as it lives.
+    perl -e "$agent_script" "$sock" "$served" "$agent_idle" </dev/null >/dev/null 2>&1 9>&- || return 0
   elif [ "$sock" != "$N10N_AGENT_SOCKET" ]; then
     rm -f -- "$N10N_AGENT_SOCKET"
     return 0
