@@ -27,8 +27,11 @@ if [ -n "$need" ]; then
   # shellcheck disable=SC2086 # a list of package names
   if ! apt-get install -y -q --no-install-recommends $need; then
     # ca-certificates-java, configured in the same transaction as the JRE its postinst runs,
-    # sometimes fails (seen on a Debian 12 VM); once the JRE is configured, it succeeds.
+    # sometimes fails (seen on a Debian 12 VM under TCG), and may leave a truncated keystore
+    # behind, which every later attempt fails to read (EOFException). The keystore is made from
+    # /etc/ssl/certs: without it, the package's postinst makes it anew.
     echo "configuring again what failed to configure (dpkg --configure -a)"
+    rm -f /etc/ssl/certs/java/cacerts
     dpkg --configure -a
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $need
