@@ -90,10 +90,9 @@ pub fn write(
             }
             Kind::File { executable, .. } => {
                 let abs = rules.absolute(path);
-                let file = open_as_scanned(&abs, entry.stamp.map(|s| s.inode))?;
                 // The size read now is what goes in the header; a file that shrinks while being
                 // read fails the sync rather than sending padded content.
-                let size = file.metadata()?.size();
+                let (file, size) = open_as_scanned(&abs, entry.stamp.map(|s| s.inode))?;
                 header.set_entry_type(EntryType::Regular);
                 header.set_mode(if *executable { 0o755 } else { 0o644 });
                 header.set_size(size);
@@ -146,8 +145,8 @@ pub fn changed_during_sync(error: &io::Error) -> bool {
 
 /// Open the file the scan saw at `path`: never through a symlink in its place, and only when it
 /// is still the same regular file (its inode). A symlink in a parent's place leads to another
-/// inode, so nothing outside the project is read either.
-fn open_as_scanned(path: &Path, inode: Option<u64>) -> io::Result<File> {
+/// inode, so nothing outside the project is read either. The file and its size now.
+fn open_as_scanned(path: &Path, inode: Option<u64>) -> io::Result<(File, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     let changed = || io::Error::other(ChangedDuringSync);
     let file = match std::fs::OpenOptions::new()
@@ -171,7 +170,7 @@ fn open_as_scanned(path: &Path, inode: Option<u64>) -> io::Result<File> {
     if !meta.is_file() || inode.is_some_and(|inode| inode != meta.ino()) {
         return Err(changed());
     }
-    Ok(file)
+    Ok((file, meta.size()))
 }
 
 fn annotate(error: io::Error, path: &Path) -> io::Error {
