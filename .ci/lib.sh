@@ -6,6 +6,28 @@
 STEP=""
 PASSED=0
 
+# Milliseconds since the epoch (macOS's date has no %N; bash ≥ 5 has EPOCHREALTIME).
+now_ms() {
+  if [ -n "${EPOCHREALTIME:-}" ]; then
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $(( t / 1000 ))
+  else
+    python3 -c 'import time; print(int(time.time() * 1000))'
+  fi
+}
+
+# release_binary ROOT: the binary the tier drives, $N10N_BIN or a release build (at most 15 MB,
+# as `cargo install` leaves it); prints its path.
+release_binary() {
+  if [ -n "${N10N_BIN:-}" ]; then echo "$N10N_BIN"; return; fi
+  cargo build --release --locked --quiet --manifest-path "$1/Cargo.toml"
+  local bin="$1/target/release/n10n-dev" size
+  size=$(wc -c < "$bin" | tr -d ' ')
+  echo "$TIER: the release binary is $size bytes" >&2
+  [ "$size" -le 15000000 ] || { echo "$TIER: the release binary is over 15 MB" >&2; return 1; }
+  echo "$bin"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -36,12 +58,12 @@ step() {
   STEP=$1
   local want=$2 started rc
   shift 2
-  started=$(date +%s%N)
+  started=$(now_ms)
   set +e
   "$@" < "${STDIN:-/dev/null}" > "$W/out" 2> "$W/err"
   rc=$?
   set -e
-  local ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  local ms=$(( $(now_ms) - started ))
   printf '%s: %-58s exit %3s %4d.%01d s\n' "$TIER" "$STEP" "$rc" $((ms / 1000)) $((ms % 1000 / 100))
   [ "$rc" = "$want" ] || show_failure "exit $rc, expected $want"
   PASSED=$((PASSED + 1))

@@ -138,4 +138,12 @@ fn lima_yaml_has_what_n10n_dev_relies_on() {
         forward["hostSocket"].as_str(),
         Some("{{.Dir}}/sock/docker.sock")
     );
+    // n10n-dev's forwarder owns every TCP port; Lima's own would race it for the host port.
+    let rest = &doc["portForwards"][1];
+    assert_eq!(rest["guestIP"].as_str(), Some("0.0.0.0"));
+    // Without it, Lima matches listeners on 0.0.0.0 alone and still forwards 127.0.0.1's.
+    assert_eq!(rest["guestIPMustBeZero"].as_bool(), Some(false));
+    assert_eq!(rest["proto"].as_str(), Some("any"));
+    assert_eq!(rest["ignore"].as_bool(), Some(true));
+    assert!(rest["guestPort"].is_badvalue() && rest["guestPortRange"].is_badvalue());
 }
