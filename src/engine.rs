@@ -1,7 +1,8 @@
 //! The Docker Engine API, spoken by n10n-dev itself over a stream to the engine's socket: an
 //! SSH direct-streamlocal channel to the build machine's `/var/run/docker.sock`, or the local
-//! socket for the native backend. HTTP/1.1 on one kept-alive connection; only what `push`
-//! needs (version, image inspect, tag, push with `X-Registry-Auth`).
+//! socket for the native backend. HTTP/1.1 on one kept-alive connection; only what n10n-dev
+//! needs: version, image inspect, tag and push with `X-Registry-Auth` (`push`), and the running
+//! containers' published ports and their start/die events (the forwarder).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,6 +10,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::build_machine::Machine;
@@ -54,7 +56,8 @@ impl Engine {
         }
     }
 
-    async fn over<S>(stream: S, place: String) -> Result<Engine>
+    /// The engine at the other end of `stream`, described as `place` in messages.
+    pub async fn over<S>(stream: S, place: String) -> Result<Engine>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -182,7 +185,7 @@ impl Engine {
         }
         let response = self.request(Method::POST, &path, Some(auth)).await?;
         let status = response.status();
-        let mut body = response.into_body();
+        let body = response.into_body();
         if !status.is_success() {
             let bytes = body
                 .collect()
@@ -192,23 +195,13 @@ impl Engine {
             let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(self.refused(status, &json));
         }
-        let mut pending = Vec::new();
         let mut pushed = Pushed::default();
         let mut failure = None;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| self.lost(&e.to_string()))?;
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            pending.extend_from_slice(data);
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(message) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                read_push_message(&message, &mut pushed, &mut failure);
-                news(&message);
-            }
+        let mut messages = JsonLines::new(body);
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| self.lost(&e))?;
+            read_push_message(&message, &mut pushed, &mut failure);
+            news(&message);
         }
         if let Some(error) = failure {
             return Ok(Err(error));
@@ -221,6 +214,30 @@ impl Engine {
         Ok(Ok(pushed))
     }
 
+    /// The TCP ports the running containers publish on the machine (`docker ps`'s PORTS).
+    pub async fn published_ports(&mut self) -> Result<Vec<(IpAddr, u16)>> {
+        let (status, json) = self.json(Method::GET, "/containers/json").await?;
+        match status.is_success() {
+            true => Ok(published_ports(&json)),
+            false => Err(self.refused(status, &json)),
+        }
+    }
+
+    /// Containers' start and die events from now on, as the engine sends them.
+    pub async fn container_events(&mut self) -> Result<JsonLines> {
+        // filters={"type":["container"],"event":["start","die"]}
+        let path = format!(
+            "/events?filters={}",
+            encode(r#"{"type":["container"],"event":["start","die"]}"#)
+        );
+        let response = self.request(Method::GET, &path, None).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.refused(status, &Value::Null));
+        }
+        Ok(JsonLines::new(response.into_body()))
+    }
+
     fn lost(&self, why: &str) -> Error {
         Error::Other(format!("the connection to {} failed: {why}", self.place))
     }
@@ -229,6 +246,64 @@ impl Engine {
         let message = json["message"].as_str().unwrap_or("no message");
         Error::Other(format!("{} answered {status}: {message}", self.place))
     }
+}
+
+/// The messages of a streamed answer (push progress, events): one JSON document a line.
+pub struct JsonLines {
+    body: Incoming,
+    pending: Vec<u8>,
+}
+
+impl JsonLines {
+    fn new(body: Incoming) -> JsonLines {
+        JsonLines {
+            body,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next message; `None` when the answer ends, `Err` when the connection fails.
+    pub async fn next(&mut self) -> Option<std::result::Result<Value, String>> {
+        loop {
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if let Ok(message) = serde_json::from_slice(&line) {
+                    return Some(Ok(message));
+                }
+            }
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.pending.extend_from_slice(data);
+                    }
+                }
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+    }
+}
+
+/// The published TCP ports in a `GET /containers/json` answer: where each is bound in the
+/// machine (`0.0.0.0`, `::`, or an address of its own) and its port.
+fn published_ports(containers: &Value) -> Vec<(IpAddr, u16)> {
+    let mut found: Vec<(IpAddr, u16)> = containers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|container| container["Ports"].as_array().into_iter().flatten())
+        .filter(|port| port["Type"].as_str() == Some("tcp"))
+        .filter_map(|port| {
+            let public = u16::try_from(port["PublicPort"].as_u64()?).ok()?;
+            let ip = port["IP"]
+                .as_str()
+                .and_then(|ip| ip.parse().ok())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            Some((ip, public))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 fn read_push_message(message: &Value, pushed: &mut Pushed, failure: &mut Option<String>) {
@@ -309,5 +384,26 @@ mod tests {
         assert_eq!(failure.as_deref(), Some("no basic auth credentials"));
         assert_eq!(encode("127.0.0.1:5000/a b"), "127.0.0.1%3A5000%2Fa%20b");
         assert_eq!(encode_path("127.0.0.1:5000/a b"), "127.0.0.1:5000/a%20b");
+    }
+
+    #[test]
+    fn published_tcp_ports_are_read_from_the_container_list() {
+        let list = serde_json::json!([
+            {"Id": "a", "Ports": [
+                {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                {"PrivatePort": 443, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 53, "PublicPort": 5353, "Type": "udp"}
+            ]},
+            {"Id": "b", "Ports": [
+                {"IP": "127.0.0.1", "PrivatePort": 5432, "PublicPort": 15432, "Type": "tcp"}
+            ]},
+            {"Id": "c", "Ports": null}
+        ]);
+        let shown: Vec<String> = published_ports(&list)
+            .iter()
+            .map(|(ip, port)| format!("{ip} {port}"))
+            .collect();
+        assert_eq!(shown, ["0.0.0.0 8080", "127.0.0.1 15432", ":: 8080"]);
     }
 }

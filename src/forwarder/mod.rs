@@ -1,10 +1,11 @@
 //! The per-VM forwarder: a detached process (like Lima's hostagent) that holds one SSH
 //! connection to the machine, serves the machine's Docker engine on a Unix socket here
-//! (`<state>/vms/<name>/docker.sock`), follows the machine's listening TCP ports onto this
-//! machine's loopback, and reconnects by itself when the connection drops. `up` starts it,
+//! (`<state>/vms/<name>/docker.sock`), follows the machine's listening and Docker-published TCP
+//! ports onto this machine's loopback, and reconnects by itself when the connection drops. `up` starts it,
 //! `stop` and `destroy` end it; its pidfile, log and status live beside the socket.
 
 mod ports;
+mod published;
 pub mod serve;
 
 use std::io::{Read, Write};
@@ -88,7 +89,8 @@ pub struct Forwarded {
     pub host: String,
     /// `127.0.0.1:80` as the machine sees it.
     pub guest: String,
-    /// "auto" (a listening socket in the machine) or "static" (`[forward] ports`).
+    /// "auto" (a listening socket in the machine), "docker" (a port the machine's Docker
+    /// publishes) or "static" (`[forward] ports`).
     pub source: String,
 }
 

@@ -1,9 +1,11 @@
 //! The machine's TCP ports on this machine: static forwards from `[forward] ports`, and, with
-//! `[forward] auto`, every port the machine listens on, found by reading its
-//! `/proc/net/tcp{,6}` every 2 s (one remote loop over the forwarder's connection). Each is bound on this machine's
-//! loopback (127.0.0.1 and ::1; every interface only with `[forward] public = true`) and
-//! relayed through direct-tcpip channels. Ports below 1024, port 22 and ports taken here are
-//! skipped and reported. UDP is not forwarded.
+//! `[forward] auto`, every port the machine listens on and every port its Docker publishes.
+//! Listening sockets come from one remote loop over the forwarder's connection that reads
+//! `/proc/net/tcp{,6}` every 0.2 s and sends only changes; published ports come from the
+//! engine's own events (`published`), as a container starts or dies. Each port is bound on
+//! this machine's loopback (127.0.0.1 and ::1; every interface only with `[forward] public =
+//! true`) and relayed through direct-tcpip channels. Ports below 1024, port 22 and ports taken
+//! here are skipped and reported. UDP is not forwarded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::serve::Link;
@@ -19,18 +22,41 @@ use super::{Forwarded, Skipped};
 use crate::config::ForwardConfig;
 use crate::ssh::relay::relay;
 
-const POLL_EVERY: Duration = Duration::from_secs(2);
-/// The machine's listening sockets every 2 s, each snapshot ended by `SNAPSHOT_END`.
-const SNAPSHOTS: &str =
-    "while :; do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo n10n-end; sleep 2; done";
+/// How long to wait before watching again when the machine would not start the watch.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The machine's listening sockets, each snapshot ended by `SNAPSHOT_END`: with perl (always
+/// on Debian), read every 0.2 s and sent only when they changed (the first always); without,
+/// every socket every 2 s. One line a socket, with the address and state in the kernel's
+/// columns 2 and 4.
+const SNAPSHOTS: &str = r#"if command -v perl >/dev/null 2>&1; then exec perl -e '
+$| = 1; my $last = "-";
+while (1) {
+  my @up;
+  for my $f ("/proc/net/tcp", "/proc/net/tcp6") {
+    open(my $h, "<", $f) or next;
+    while (<$h>) { my @x = split; push @up, "- $x[1] - $x[3]
+" if @x > 3 && $x[3] eq "0A" }
+  }
+  my $now = join "", sort @up;
+  if ($now ne $last) { print $now, "n10n-end
+"; $last = $now }
+  select undef, undef, undef, 0.2;
+}'; fi
+while :; do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo n10n-end; sleep 2; done"#;
 const SNAPSHOT_END: &str = "n10n-end";
 const LISTEN_STATE: &str = "0A";
 
 /// A listening socket in the machine: the address it is bound to, and its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Listening {
-    ip: IpAddr,
-    port: u16,
+pub(super) struct Listening {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// What a watch saw: all of the machine's listening sockets, or all ports Docker publishes.
+pub(super) enum Seen {
+    Listening(Vec<Listening>),
+    Published(Vec<Listening>),
 }
 
 /// One forward being served: its listeners' accept loops.
@@ -81,17 +107,39 @@ pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
         skipped,
         static_ports: config.ports.iter().map(|f| f.host_port).collect(),
         public: config.public,
+        listening: Vec::new(),
+        published: BTreeSet::new(),
         served: BTreeMap::new(),
         not_served: BTreeMap::new(),
     };
+    let (tell, mut seen) = mpsc::channel(8);
+    let follow = async {
+        while let Some(news) = seen.recv().await {
+            match news {
+                Seen::Listening(listening) => auto.listening = listening,
+                Seen::Published(published) => auto.published = published.into_iter().collect(),
+            }
+            auto.follow(link).await;
+        }
+    };
+    tokio::select! {
+        () = follow => {}
+        () = watch_listening(link, tell.clone()) => {}
+        () = super::published::watch(link, tell) => {}
+    }
+}
+
+/// Tell `tell` of the machine's listening sockets whenever they change, for as long as the
+/// follower listens.
+async fn watch_listening(link: &Arc<Link>, tell: mpsc::Sender<Seen>) {
     loop {
-        // One remote loop prints a snapshot every 2 s for as long as the connection lasts: a
-        // new exec session per poll would start the user's shell in the machine every time.
+        // One remote loop for as long as the connection lasts: a new exec session per poll
+        // would start the user's shell in the machine every time.
         let Some(session) = link.session().await else {
             continue;
         };
         let Ok(channel) = session.open_exec(SNAPSHOTS).await else {
-            tokio::time::sleep(POLL_EVERY).await;
+            tokio::time::sleep(RETRY_AFTER).await;
             continue;
         };
         let mut lines = BufReader::new(channel.into_stream()).lines();
@@ -102,7 +150,10 @@ pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
                 snapshot.push('\n');
                 continue;
             }
-            auto.follow(link, parse_proc_net_tcp(&snapshot)).await;
+            let listening = parse_proc_net_tcp(&snapshot);
+            if tell.send(Seen::Listening(listening)).await.is_err() {
+                return;
+            }
             snapshot.clear();
         }
     }
@@ -114,18 +165,23 @@ struct Auto {
     skipped: Vec<Skipped>,
     static_ports: BTreeSet<u16>,
     public: bool,
+    listening: Vec<Listening>,
+    published: BTreeSet<Listening>,
     served: BTreeMap<u16, Served>,
     not_served: BTreeMap<u16, String>,
 }
 
 impl Auto {
-    /// Serve the ports newly listening in the machine, stop serving those gone, and publish.
-    async fn follow(&mut self, link: &Arc<Link>, listening: Vec<Listening>) {
+    /// Serve the ports newly listening or published in the machine, stop serving those gone,
+    /// and publish.
+    async fn follow(&mut self, link: &Arc<Link>) {
         let own = crate::own_ports::claimed(&link.paths.own_ports);
-        let ports: BTreeMap<u16, Listening> = listening
-            .into_iter()
+        let ports: BTreeMap<u16, Listening> = self
+            .listening
+            .iter()
+            .chain(&self.published)
             .filter(|l| !own.contains(&l.port))
-            .map(|l| (l.port, l))
+            .map(|l| (l.port, *l))
             .collect();
         self.served.retain(|port, _| ports.contains_key(port));
         self.not_served.retain(|port, _| ports.contains_key(port));
@@ -150,6 +206,16 @@ impl Auto {
                     self.not_served
                         .insert(*port, "the same port is taken here".into());
                 }
+            }
+        }
+        let published: BTreeSet<u16> = self.published.iter().map(|l| l.port).collect();
+        for (port, served) in &mut self.served {
+            let source = match published.contains(port) {
+                true => "docker",
+                false => "auto",
+            };
+            for entry in &mut served.entries {
+                entry.source = source.to_string();
             }
         }
         let mut skipped = self.skipped.clone();
@@ -292,6 +358,59 @@ fn parse_ip(hex: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufRead;
+    use std::sync::mpsc::{Receiver, RecvTimeoutError};
+
+    /// The next snapshot the watch prints, if one comes within `within`.
+    fn next_snapshot(lines: &Receiver<String>, within: Duration) -> Option<Vec<Listening>> {
+        let deadline = std::time::Instant::now() + within;
+        let mut snapshot = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line == SNAPSHOT_END => return Some(parse_proc_net_tcp(&snapshot)),
+                Ok(line) => snapshot.push_str(&(line + "\n")),
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => panic!("the watch ended"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_listening_watch_reports_a_new_and_a_closed_listener_within_0_6_s() {
+        let mut watch = std::process::Command::new("sh")
+            .args(["-c", SNAPSHOTS])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tell, lines) = std::sync::mpsc::channel();
+        let stdout = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tell.send(line.unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        let has = |found: &[Listening], port: u16| found.iter().any(|l| l.port == port);
+        let first = next_snapshot(&lines, Duration::from_secs(5)).expect("a first snapshot");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(!has(&first, port));
+        // Other tests open and close listeners too: wait for the snapshot that has this one.
+        let seen = std::iter::from_fn(|| next_snapshot(&lines, Duration::from_millis(600)))
+            .find(|found| has(found, port));
+        assert!(seen.is_some(), "port {port} was not reported within 0.6 s");
+        drop(listener);
+        let gone = std::iter::from_fn(|| next_snapshot(&lines, Duration::from_millis(600)))
+            .find(|found| !has(found, port));
+        assert!(
+            gone.is_some(),
+            "port {port} was still listed 0.6 s after it closed"
+        );
+        let _ = watch.kill();
+        let _ = watch.wait();
+    }
 
     #[test]
     fn proc_net_tcp_listening_sockets_are_read() {

@@ -19,7 +19,9 @@ use crate::ssh::relay::relay;
 use crate::ssh::{KeptServer, Session};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A VM thawed after the laptop's sleep answers within a second, and should be reconnected to
+/// then, not up to 5 s later; one attempt a second costs a TCP connect.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A handshake that hangs (a peer that accepts but never answers) must not hold up the next
 /// attempt for the 15 s a command would wait.
 const ATTEMPT_DEADLINE: Duration = Duration::from_secs(5);

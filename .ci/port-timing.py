@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""How soon a port of the machine answers on this host, and how soon it is freed here.
+
+  port-timing.py docker SOCKET IMAGE RUNS   docker run -d -p P:80 (this host's CLI through the
+                                          forwarder's socket), IMAGE serving /ctx with busybox
+                                          httpd; timed from `docker run` returning to an HTTP
+                                          answer on 127.0.0.1:P, then from `docker rm -f`
+                                          returning to 127.0.0.1:P refusing connections.
+  port-timing.py listen N10N PROJECT RUNS   a plain listener started with `run` (the replica's
+                                          busybox httpd, which returns once it listens).
+
+Prints one line a run and the worst of each; exits 1 if a port did not answer within 10 s or
+was not freed within 5 s. Used by .ci/e2e-vm.
+"""
+import socket
+import subprocess
+import sys
+import time
+
+POLL = 0.005
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(port, path):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            return s.recv(12).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+def refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def until(check, deadline):
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > deadline:
+            return None
+        time.sleep(POLL)
+    return time.monotonic() - start
+
+
+def run(argv):
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def main():
+    mode, where, what, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    answered, freed = [], []
+    for i in range(runs):
+        port = free_port()
+        if mode == "docker":
+            docker = ["docker", "-H", f"unix://{where}"]
+            name = f"port-timing-{port}"
+            run(docker + ["run", "-d", "--rm", "--name", name, "-p", f"{port}:80", what,
+                          "httpd", "-f", "-p", "80", "-h", "/ctx"])
+            up = until(lambda: answers(port, "/Dockerfile"), 10)
+            run(docker + ["rm", "-f", name])
+        else:
+            n10n = [where, "-C", what, "run", "--no-sync", "--"]
+            run(n10n + ["./busybox", "httpd", "-p", str(port), "-h", "src"])
+            up = until(lambda: answers(port, "/main.rs"), 10)
+            run(n10n + ["./busybox", "pkill", "-f", f"httpd -p {port} "])
+        down = until(lambda: refuses(port), 5)
+        show = lambda t: "never" if t is None else f"{t:.3f} s"
+        print(f"{mode} {i + 1}: port {port} answered after {show(up)}, freed after {show(down)}",
+              flush=True)
+        if up is None or down is None:
+            return 1
+        answered.append(up)
+        freed.append(down)
+    print(f"{mode}: worst of {runs}: answered after {max(answered):.3f} s, "
+          f"freed after {max(freed):.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+//! The ports the machine's Docker publishes (`docker run -p`), followed through the engine's
+//! own events: subscribed first, then the running containers listed, then listed again at each
+//! container start or die, so that a published port is bound here as `docker run` returns and
+//! released as the container ends. A new connection subscribes again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::ports::{Listening, Seen};
+use super::serve::Link;
+use crate::engine::{DOCKER_SOCKET, Engine};
+use crate::error::Result;
+use crate::ssh::Session;
+
+/// How long to wait before subscribing again when the engine does not answer (no Docker yet,
+/// or the connection is being made again).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Tell `tell` of the published ports whenever a container starts or dies, for as long as the
+/// follower listens.
+pub(super) async fn watch(link: &Arc<Link>, tell: mpsc::Sender<Seen>) {
+    let mut said = String::new();
+    loop {
+        let Some(session) = link.session().await else {
+            continue;
+        };
+        match follow_events(&session, &tell).await {
+            Ok(()) if tell.is_closed() => return,
+            Ok(()) => {}
+            Err(e) => {
+                // Once per cause: a machine without Docker yet fails the same way every time.
+                let now = e.to_string();
+                if now != said {
+                    eprintln!("forwarder: not following Docker's published ports: {now}");
+                    said = now;
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// Follow the engine's events until they end (the connection closed) or fail.
+async fn follow_events(session: &Session, tell: &mpsc::Sender<Seen>) -> Result<()> {
+    let place = format!("the Docker engine on {}", session.endpoint());
+    let mut events =
+        Engine::over(session.connect_unix(DOCKER_SOCKET).await?, place.clone()).await?;
+    // Subscribed before the first list, so that no start between the two is missed.
+    let mut news = events.container_events().await?;
+    let mut engine = Engine::over(session.connect_unix(DOCKER_SOCKET).await?, place).await?;
+    let mut last = None;
+    loop {
+        let published: BTreeSet<Listening> = engine
+            .published_ports()
+            .await?
+            .into_iter()
+            .map(|(ip, port)| Listening { ip, port })
+            .collect();
+        if last.as_ref() != Some(&published) {
+            last = Some(published.clone());
+            if tell
+                .send(Seen::Published(published.into_iter().collect()))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        match news.next().await {
+            Some(Ok(_event)) => {}
+            Some(Err(e)) => return Err(crate::error::Error::Other(e)),
+            None => return Ok(()),
+        }
+    }
+}
