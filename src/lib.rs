@@ -23,6 +23,7 @@ pub mod error;
 pub mod forwarder;
 pub mod host;
 pub mod image;
+pub mod image_build;
 pub mod lambda;
 pub mod local;
 pub mod machine;

@@ -1,6 +1,8 @@
 //! `invoke [IMAGE] [--handler H] [--event FILE|-] [--timeout S] [-e K=V]...`: run the image's
 //! function once against n10n-dev's own Runtime API emulator, in the build machine's Docker;
-//! `invoke --serve`: keep sandboxes warm behind the Lambda Invoke API on 127.0.0.1.
+//! `invoke --serve`: keep sandboxes warm behind the Lambda Invoke API on 127.0.0.1;
+//! `invoke --serve --watch`: rebuild on each change to the project, and serve new invocations
+//! from the new image while those in flight finish on the old one.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,10 +16,12 @@ use tokio::net::TcpListener;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::image;
+use crate::image_build::ImageBuild;
 use crate::lambda::docker::DockerLauncher;
 use crate::lambda::invoke_api::{self, Functions};
 use crate::lambda::{Answer, Ending, Function, MAX_PAYLOAD, Pool, Request};
 use crate::machine::BuiltImage;
+use crate::sync::watch::Watch;
 
 /// Exit code when Ctrl-C or SIGTERM ended a single invoke.
 const INTERRUPTED: i32 = 130;
@@ -53,6 +57,11 @@ pub struct InvokeArgs {
     #[arg(long, value_name = "P", default_value_t = 9000, requires = "serve")]
     pub port: u16,
 
+    /// With --serve: build the image first (as build-image does), and again whenever the
+    /// project changes; new invocations go to the new image
+    #[arg(long, requires = "serve", conflicts_with = "image")]
+    pub watch: bool,
+
     /// Sandboxes kept per function, with --serve
     #[arg(long, value_name = "N", default_value_t = 1, requires = "serve",
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -66,7 +75,18 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
         false => Some(read_event(args.event.as_deref())?),
     };
     let vm_dir = ctx.state.vm_dir(&config.vm.name)?;
-    let named = image::given_or_last_built(args.image.clone(), &vm_dir)?;
+    let watch = match args.watch {
+        true => Some(Watch::new(&ctx.project.root, &config.sync.exclude)?),
+        false => None,
+    };
+    let named = match args.watch {
+        // The project as it is now, not as it was at the last build.
+        true => {
+            let built = ctx.build_image(ImageBuild::default()).await?;
+            built.name().to_string()
+        }
+        false => image::given_or_last_built(args.image.clone(), &vm_dir)?,
+    };
     let functions = functions(ctx, &args, &named)?;
 
     let BuiltImage {
@@ -83,14 +103,21 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> Result<i32> {
         machine,
         image.clone(),
         platform,
-        own_ports,
+        own_ports.clone(),
     ));
     match event {
         Some(payload) => {
             let function = functions.into_iter().next().expect("one function");
             invoke_once(Pool::new(function, launcher, 1, None), payload).await
         }
-        None => serve(ctx, functions, launcher, &args, &image).await,
+        None => {
+            let rebuilds = watch.map(|watch| Rebuilds {
+                watch,
+                own_ports,
+                image_id: facts.id.clone(),
+            });
+            serve(ctx, functions, launcher, &args, &image, rebuilds).await
+        }
     }
 }
 
@@ -230,6 +257,7 @@ async fn serve(
     launcher: Arc<DockerLauncher>,
     args: &InvokeArgs,
     image: &str,
+    rebuilds: Option<Rebuilds>,
 ) -> Result<i32> {
     let listener = TcpListener::bind(("127.0.0.1", args.port))
         .await
@@ -240,47 +268,170 @@ async fn serve(
             ))
         })?;
     let named = !ctx.project.config.lambda.functions.is_empty();
-    let several = functions.len() > 1;
-    let mut by_name = BTreeMap::new();
-    for function in functions {
-        let prefix = several.then(|| function.name.clone());
-        let pool = Pool::new(
-            function,
-            launcher.clone(),
-            args.concurrency as usize,
-            prefix,
-        );
-        pool.warm();
-        by_name.insert(pool.function().name.clone(), pool);
-    }
-    let functions = Arc::new(Functions {
-        by_name,
-        any_name: !named,
-    });
+    let serving = Arc::new(Functions::new(
+        pools(&functions, &launcher, args.concurrency),
+        !named,
+    ));
     let names: Vec<String> = functions
-        .by_name
-        .values()
-        .map(|p| match &p.function().handler {
-            Some(handler) => format!("{} ({handler})", p.function().name),
-            None => p.function().name.clone(),
+        .iter()
+        .map(|f| match &f.handler {
+            Some(handler) => format!("{} ({handler})", f.name),
+            None => f.name.clone(),
         })
         .collect();
     eprintln!(
         "invoke: serving {} from {image} on http://127.0.0.1:{}/2015-03-31/functions/{}/invocations \
-         ({} sandbox(es) each); Ctrl-C stops",
+         ({} sandbox(es) each){}; Ctrl-C stops",
         names.join(", "),
         args.port,
         if named { "<name>" } else { "<any name>" },
-        args.concurrency
+        args.concurrency,
+        if rebuilds.is_some() {
+            ", rebuilt on each change"
+        } else {
+            ""
+        }
     );
+    let retired = std::sync::Mutex::new(Vec::new());
+    let rebuilding = async {
+        match rebuilds {
+            Some(rebuilds) => {
+                rebuilds
+                    .run(ctx, &functions, &serving, args.concurrency, &retired)
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        () = invoke_api::serve(listener, functions.clone()) => {}
+        () = invoke_api::serve(listener, serving.clone()) => {}
+        () = rebuilding => {}
         () = interrupted() => {}
     }
-    for pool in functions.by_name.values() {
+    let retired: Vec<_> = std::mem::take(&mut *retired.lock().expect("not poisoned"));
+    for pool in serving.pools().iter().chain(&retired) {
         pool.shutdown().await;
     }
     Ok(0)
+}
+
+/// A warm pool for each function, on `launcher`'s image.
+fn pools(
+    functions: &[Function],
+    launcher: &Arc<DockerLauncher>,
+    concurrency: u32,
+) -> BTreeMap<String, Arc<Pool<DockerLauncher>>> {
+    let several = functions.len() > 1;
+    functions
+        .iter()
+        .map(|function| {
+            let prefix = several.then(|| function.name.clone());
+            let pool = Pool::new(
+                function.clone(),
+                launcher.clone(),
+                concurrency as usize,
+                prefix,
+            );
+            pool.warm();
+            (function.name.clone(), pool)
+        })
+        .collect()
+}
+
+/// `--watch`: the project's changes, and what a rebuild needs.
+struct Rebuilds {
+    watch: Watch,
+    own_ports: Option<PathBuf>,
+    /// The image served now.
+    image_id: String,
+}
+
+impl Rebuilds {
+    /// On each change: rebuild, and when the image changed, serve new invocations from fresh
+    /// sandboxes of it; the replaced pools go to `retired` while they finish. A failed build
+    /// leaves the last good image serving.
+    async fn run(
+        mut self,
+        ctx: &Context,
+        functions: &[Function],
+        serving: &Functions<DockerLauncher>,
+        concurrency: u32,
+        retired: &std::sync::Mutex<Vec<Arc<Pool<DockerLauncher>>>>,
+    ) {
+        loop {
+            let changed = self.watch.changed().await;
+            let started = std::time::Instant::now();
+            eprintln!("invoke: {} changed: rebuilding", describe(&changed));
+            let build = ImageBuild {
+                quiet: true,
+                ..ImageBuild::default()
+            };
+            let built = match ctx.build_image(build).await {
+                Ok(built) => built,
+                Err(e) => {
+                    eprintln!(
+                        "invoke: {e}\ninvoke: still serving {} (the last good build)",
+                        short_id(&self.image_id)
+                    );
+                    continue;
+                }
+            };
+            let took = format!(
+                "rebuilt in {:.1} s (the build {:.1} s)",
+                started.elapsed().as_secs_f64(),
+                built.build_time.as_secs_f64()
+            );
+            if built.image.id == self.image_id {
+                eprintln!("invoke: {took}: the image is the same");
+                continue;
+            }
+            let platform = image::runnable_platform(
+                &built.machine,
+                &built.image.id,
+                &built.image,
+                &ctx.project.config.image.platform.0,
+            )
+            .await;
+            let platform = match platform {
+                Ok(platform) => platform,
+                Err(e) => {
+                    eprintln!("invoke: {took}, but it cannot run here: {e}");
+                    continue;
+                }
+            };
+            let launcher = Arc::new(DockerLauncher::new(
+                built.machine,
+                built.image.id.clone(),
+                platform,
+                self.own_ports.clone(),
+            ));
+            let replaced = serving.replace(pools(functions, &launcher, concurrency));
+            let sandboxes: usize = replaced.iter().map(|pool| pool.sandboxes()).sum();
+            for pool in replaced {
+                retired.lock().expect("not poisoned").push(pool.clone());
+                tokio::spawn(async move { pool.retire().await });
+            }
+            eprintln!(
+                "invoke: {took}: {}; {sandboxes} sandbox(es) replaced",
+                short_id(&built.image.id)
+            );
+            self.image_id = built.image.id;
+        }
+    }
+}
+
+/// `a.txt` or `src/main.rs and 3 more`.
+fn describe(changed: &[String]) -> String {
+    match changed {
+        [] => "nothing".into(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+    }
+}
+
+/// `sha256:0123456789ab`.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min("sha256:".len() + 12)]
 }
 
 /// Ctrl-C or SIGTERM.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -20,16 +20,41 @@ use super::{Launcher, MAX_PAYLOAD, Pool};
 
 /// The functions served, by name; with a single unnamed function, every name reaches it.
 pub struct Functions<L: Launcher> {
-    pub by_name: BTreeMap<String, Arc<Pool<L>>>,
-    pub any_name: bool,
+    /// The pools serving each function; replaced whole when `--watch` rebuilt the image.
+    by_name: RwLock<BTreeMap<String, Arc<Pool<L>>>>,
+    any_name: bool,
 }
 
 impl<L: Launcher> Functions<L> {
-    fn find(&self, name: &str) -> Option<&Arc<Pool<L>>> {
-        match self.any_name {
-            true => self.by_name.values().next(),
-            false => self.by_name.get(name),
+    /// `any_name`: the one function answers whatever name a request gives.
+    pub fn new(by_name: BTreeMap<String, Arc<Pool<L>>>, any_name: bool) -> Functions<L> {
+        Functions {
+            by_name: RwLock::new(by_name),
+            any_name,
         }
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Pool<L>>> {
+        let by_name = self.by_name.read().expect("not poisoned");
+        match self.any_name {
+            true => by_name.values().next().cloned(),
+            false => by_name.get(name).cloned(),
+        }
+    }
+
+    /// The pools now serving.
+    pub fn pools(&self) -> Vec<Arc<Pool<L>>> {
+        let by_name = self.by_name.read().expect("not poisoned");
+        by_name.values().cloned().collect()
+    }
+
+    /// Serve new invocations from `by_name`; the pools it replaces, which still finish the
+    /// invocations they took.
+    pub fn replace(&self, by_name: BTreeMap<String, Arc<Pool<L>>>) -> Vec<Arc<Pool<L>>> {
+        let mut serving = self.by_name.write().expect("not poisoned");
+        std::mem::replace(&mut *serving, by_name)
+            .into_values()
+            .collect()
     }
 }
 
@@ -121,7 +146,8 @@ async fn handle<L: Launcher>(
         ));
     };
     let Some(pool) = functions.find(&name) else {
-        let known: Vec<&str> = functions.by_name.keys().map(String::as_str).collect();
+        let pools = functions.pools();
+        let known: Vec<&str> = pools.iter().map(|p| p.function().name.as_str()).collect();
         return Ok(service_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",

@@ -10,6 +10,11 @@ use tokio::sync::oneshot;
 use super::sandbox::{Pending, Queue, Sandbox, error_body, init_limit};
 use super::{Answer, Ending, Function, Launch, Launcher, Report, Request, runtime_api};
 
+/// How often `retire` looks whether the invocations in flight are done, and how long past the
+/// function's timeout it waits for them.
+const RETIRE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Pool<L: Launcher> {
     function: Arc<Function>,
     launcher: Arc<L>,
@@ -198,6 +203,34 @@ impl<L: Launcher> Pool<L> {
         if self.queue.len() > 0 {
             self.scale();
         }
+    }
+
+    /// Let the invocations this pool took finish, then stop every sandbox: a rebuilt image's
+    /// pool took over. Waits no longer than the function's timeout.
+    pub async fn retire(&self) {
+        let deadline = tokio::time::Instant::now() + self.function.timeout + RETIRE_GRACE;
+        while !self.is_idle() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(RETIRE_POLL).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Nothing queued, and every sandbox that serves waits for work.
+    fn is_idle(&self) -> bool {
+        let serving = {
+            let sandboxes = self.sandboxes.lock().expect("not poisoned");
+            let serving = sandboxes
+                .iter()
+                .filter(|s| !s.has_ended() && !s.is_initialising());
+            serving.count()
+        };
+        self.queue.len() == 0 && self.queue.waiting.load(Ordering::SeqCst) >= serving
+    }
+
+    /// How many sandboxes are up or starting.
+    pub fn sandboxes(&self) -> usize {
+        let sandboxes = self.sandboxes.lock().expect("not poisoned");
+        sandboxes.iter().filter(|s| !s.has_ended()).count()
     }
 
     /// Stop every sandbox; invocations still queued are answered with an error.

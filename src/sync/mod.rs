@@ -13,6 +13,7 @@ mod plan;
 mod remote;
 mod rules;
 mod tree;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

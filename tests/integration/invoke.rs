@@ -328,3 +328,103 @@ fn environment_values_never_show_in_any_process_s_arguments() {
     let shown: Vec<&str> = ps.lines().filter(|l| l.contains(&secret)).collect();
     assert!(shown.is_empty(), "in ps: {shown:?}");
 }
+
+/// The `custom` field the test function answers with (its N10N_TEST_VAR), by the Invoke API.
+fn answered_var(port: u16) -> Option<String> {
+    let answer = raw_post(port, &format!("127.0.0.1:{port}"), "");
+    let body = answer.split("\r\n\r\n").nth(1)?;
+    let json: Value = serde_json::from_str(body).ok()?;
+    json["custom"].as_str().map(str::to_string)
+}
+
+#[test]
+fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
+    require_docker();
+    let sshd = Sshd::start();
+    let name = format!("n10n-test-{}-watch", std::process::id());
+    let project = Project::with_config(
+        &sshd,
+        &format!("[image]\nname = \"{name}\"\ntag = \"fn\"\n[lambda]\ntimeout_s = 10\n"),
+    );
+    std::fs::copy(lambda_fn(), project.root().join("fn")).unwrap();
+    std::fs::write(project.root().join(".gitignore"), "scratch/\n").unwrap();
+    std::fs::create_dir(project.root().join("scratch")).unwrap();
+    let dockerfile = |value: &str| {
+        let text = format!(
+            "FROM scratch\nLABEL n10n.test={name}\nCOPY fn /fn\nENV N10N_TEST_VAR={value}\n\
+             ENTRYPOINT [\"/fn\"]\nCMD [\"echo\"]\n"
+        );
+        std::fs::write(project.root().join("Dockerfile"), text).unwrap();
+    };
+    dockerfile("one");
+    let log = project.home.path().join("serve.log");
+    let port = free_port();
+    let mut serve = project
+        .cmd(&["invoke", "--serve", "--watch", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let answers = |value: &str, within: u64| {
+        let started = std::time::Instant::now();
+        wait_for(
+            &format!("the answer {value}"),
+            Duration::from_secs(within),
+            || (answered_var(port).as_deref() == Some(value)).then_some(()),
+        );
+        started.elapsed()
+    };
+    // The first build happens before serving: the project as it is, not the last build.
+    wait_for("the Invoke API", Duration::from_secs(120), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    answers("one", 30);
+
+    // Ignored paths change nothing.
+    std::fs::write(project.root().join("scratch/noise"), "x").unwrap();
+    dockerfile("two");
+    let took = answers("two", 60);
+    eprintln!("edit → first new answer: {:.2} s", took.as_secs_f64());
+    let log_text = said();
+    assert!(
+        log_text.contains("invoke: Dockerfile changed: rebuilding"),
+        "{log_text}"
+    );
+    assert!(!log_text.contains("scratch/noise"), "{log_text}");
+    assert!(log_text.contains("sandbox(es) replaced"), "{log_text}");
+
+    // A broken build: the error's tail is shown, and the last good image goes on serving.
+    std::fs::write(
+        project.root().join("Dockerfile"),
+        "FROM scratch\nCOPY not-there /x\n",
+    )
+    .unwrap();
+    wait_for("the failed rebuild", Duration::from_secs(60), || {
+        said().contains("still serving").then_some(())
+    });
+    let log_text = said();
+    assert!(
+        log_text.contains("not-there"),
+        "no build error tail: {log_text}"
+    );
+    assert_eq!(answered_var(port).as_deref(), Some("two"));
+
+    dockerfile("three");
+    answers("three", 60);
+
+    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
+    let status = wait_for("serve to stop", Duration::from_secs(30), || {
+        serve.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}: {}", said());
+    let label = format!("label=n10n.test={name}");
+    let left = run_ok("docker", &["ps", "-aq", "--filter", &label]);
+    assert_eq!(stdout(&left).trim(), "", "containers left behind");
+    let images = run_ok("docker", &["images", "-q", "--filter", &label]);
+    for id in stdout(&images).split_whitespace() {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", id])
+            .output();
+    }
+}

@@ -472,14 +472,14 @@ async fn the_invoke_api_serves_two_functions_to_100_concurrent_callers() {
         1,
         Some("failer".into()),
     );
-    let functions = Arc::new(Functions {
-        by_name: [
+    let functions = Arc::new(Functions::new(
+        [
             ("echoer".to_string(), echo.clone()),
             ("failer".to_string(), fail.clone()),
         ]
         .into(),
-        any_name: false,
-    });
+        false,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(invoke_api::serve(listener, functions));
@@ -571,10 +571,10 @@ async fn queued_event_invocations_are_capped_with_lambda_s_429() {
         address: Mutex::new(None),
     });
     let pool = Pool::new(function("q", "x", 30), launcher, 1, Some("q".into()));
-    let functions = Arc::new(Functions {
-        by_name: [("q".to_string(), pool.clone())].into(),
-        any_name: false,
-    });
+    let functions = Arc::new(Functions::new(
+        [("q".to_string(), pool.clone())].into(),
+        false,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(invoke_api::serve(listener, functions));
@@ -607,10 +607,10 @@ async fn a_client_context_must_be_base64_of_a_json_object() {
     use base64::engine::general_purpose::STANDARD;
     let (record, launcher) = recording_launcher();
     let echo = Pool::new(function("echoer", "echo", 10), launcher, 1, None);
-    let functions = Arc::new(Functions {
-        by_name: [("echoer".to_string(), echo.clone())].into(),
-        any_name: false,
-    });
+    let functions = Arc::new(Functions::new(
+        [("echoer".to_string(), echo.clone())].into(),
+        false,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(invoke_api::serve(listener, functions));
