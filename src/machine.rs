@@ -272,10 +272,12 @@ impl Context {
     }
 
     /// After provisioning: a running forwarder's connection, and every channel of the kept
-    /// connection, has the groups it logged in with; a new forwarder logs in afresh.
+    /// connection, has the groups it logged in with. The forwarder logs in afresh for new
+    /// channels while those under way finish on the old connection; one that does not answer
+    /// is replaced.
     pub fn renew_forwarder(&self) -> Result<()> {
         let paths = self.forwarder_paths()?;
-        if forwarder::running_pid(&paths).is_none() {
+        if forwarder::running_pid(&paths).is_none() || forwarder::renew(&paths) {
             return Ok(());
         }
         forwarder::stop(&paths);

@@ -43,6 +43,8 @@ struct Forwarder {
     healthy: bool,
     connected: bool,
     reconnects: u32,
+    /// Connections made anew on request (after provisioning) while the old one drained.
+    renewals: u32,
     last_error: Option<String>,
     /// The kept connection's socket, which n10n-dev's own commands go through.
     kept_socket: String,
@@ -95,6 +97,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
                 ),
                 connected: reported.connected,
                 reconnects: reported.reconnects,
+                renewals: reported.renewals,
                 last_error: reported.last_error,
                 kept_socket: paths.kept.display().to_string(),
                 kept_sessions: reported.kept_sessions,

@@ -75,6 +75,9 @@ pub struct Status {
     pub since: i64,
     pub last_error: Option<String>,
     pub reconnects: u32,
+    /// How many times a new connection took over on request while the old one drained.
+    #[serde(default)]
+    pub renewals: u32,
     /// How many sessions of n10n-dev's own commands went through the kept connection.
     #[serde(default)]
     pub kept_sessions: u64,
@@ -158,12 +161,19 @@ pub enum Serving {
 /// or until it is connected and the engine does not.
 pub fn ensure(paths: &Paths, project_root: &Path) -> Result<Serving> {
     paths.check_length()?;
+    // Two commands that find no healthy forwarder at once must not both start (or renew)
+    // one: the second waits, then finds the first one's.
+    let _one_at_a_time = crate::state::Lock::acquire(&paths.lock.with_file_name("ensure.lock"))?;
     if engine_answers(&paths.socket, Duration::from_secs(2)) {
         return Ok(Serving::Engine);
     }
     if running_pid(paths).is_some() {
         // Alive but not serving: connected before provisioning gave the docker group, or
-        // stuck. A new one connects afresh.
+        // stuck. Asked to connect afresh, it keeps what goes through it; one that does not
+        // answer is replaced.
+        if renew(paths) && engine_answers(&paths.socket, Duration::from_secs(5)) {
+            return Ok(Serving::Engine);
+        }
         stop(paths);
     }
     spawn(paths, project_root)?;
@@ -224,6 +234,32 @@ fn spawn(paths: &Paths, project_root: &Path) -> Result<()> {
         .spawn()
         .map_err(|e| Error::io("cannot start the forwarder", e))?;
     Ok(())
+}
+
+/// Ask the running forwarder to make a new connection for new channels (one that logs in
+/// afresh, with the user's new groups) while the old one carries what it carries until its
+/// last channel closes. Whether it did, within `START_DEADLINE`; `false` when none runs or
+/// it did not answer (a forwarder of an older n10n-dev ends on the signal).
+pub fn renew(paths: &Paths) -> bool {
+    let Some(pid) = running_pid(paths) else {
+        return false;
+    };
+    let before = Status::read(paths).map_or(0, |s| s.renewals);
+    // SAFETY: plain kill(2) of the pid the forwarder wrote, which holds its lock.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
+        return false;
+    }
+    let deadline = Instant::now() + START_DEADLINE;
+    while Instant::now() < deadline {
+        if running_pid(paths) != Some(pid) {
+            return false;
+        }
+        if Status::read(paths).is_some_and(|s| s.renewals > before && s.connected) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// End the forwarder, if one runs, and remove its socket.

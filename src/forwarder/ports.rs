@@ -142,19 +142,27 @@ async fn watch_listening(link: &Arc<Link>, tell: mpsc::Sender<Seen>) {
             tokio::time::sleep(RETRY_AFTER).await;
             continue;
         };
-        let mut lines = BufReader::new(channel.into_stream()).lines();
-        let mut snapshot = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line != SNAPSHOT_END {
-                snapshot.push_str(&line);
-                snapshot.push('\n');
-                continue;
+        let follow = async {
+            let mut lines = BufReader::new(channel.into_stream()).lines();
+            let mut snapshot = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line != SNAPSHOT_END {
+                    snapshot.push_str(&line);
+                    snapshot.push('\n');
+                    continue;
+                }
+                let listening = parse_proc_net_tcp(&snapshot);
+                if tell.send(Seen::Listening(listening)).await.is_err() {
+                    return true;
+                }
+                snapshot.clear();
             }
-            let listening = parse_proc_net_tcp(&snapshot);
-            if tell.send(Seen::Listening(listening)).await.is_err() {
-                return;
-            }
-            snapshot.clear();
+            false
+        };
+        // A connection that another took over drains: this loop must not keep it.
+        tokio::select! {
+            done = follow => if done { return },
+            () = link.replaced(&session) => {}
         }
     }
 }

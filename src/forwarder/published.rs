@@ -27,7 +27,12 @@ pub(super) async fn watch(link: &Arc<Link>, tell: mpsc::Sender<Seen>) {
         let Some(session) = link.session().await else {
             continue;
         };
-        match follow_events(&session, &tell).await {
+        // A connection that another took over drains: the subscription must not keep it.
+        let followed = tokio::select! {
+            followed = follow_events(&session, &tell) => followed,
+            () = link.replaced(&session) => continue,
+        };
+        match followed {
             Ok(()) if tell.is_closed() => return,
             Ok(()) => {}
             Err(e) => {

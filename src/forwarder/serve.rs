@@ -38,6 +38,8 @@ pub(crate) struct Link {
     /// Told when a client waits for a connection that is down: try again now, not after the
     /// backoff (the first `docker ps` after the laptop wakes should not wait up to 5 s more).
     wanted: Notify,
+    /// Told when a new connection should take over (after provisioning: new groups).
+    renew: Notify,
     status: Mutex<Status>,
     pub(crate) paths: Paths,
 }
@@ -66,6 +68,15 @@ impl Link {
 
     pub fn report_broken(&self) {
         self.broken.notify_one();
+    }
+
+    /// Return once `session` is no longer the one new channels go to (it closed, or a new
+    /// connection took over): a long-lived channel on it moves to the current one.
+    pub async fn replaced(&self, session: &Arc<Session>) {
+        let mut receiver = self.session.subscribe();
+        let _ = receiver
+            .wait_for(|current| !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)))
+            .await;
     }
 
     /// Change the status, and write `forwarder.json` when that changed anything (the ports
@@ -121,6 +132,7 @@ pub async fn run(paths: Paths, forward: &ForwardConfig, machine: &impl Connect) 
         session: watch::Sender::new(None),
         broken: Notify::new(),
         wanted: Notify::new(),
+        renew: Notify::new(),
         status: Mutex::new(Status {
             pid,
             ..Status::default()
@@ -136,6 +148,7 @@ pub async fn run(paths: Paths, forward: &ForwardConfig, machine: &impl Connect) 
         () = serve_kept(&kept, &link) => {}
         () = ports::follow(&link, forward) => {}
         () = orphaned(&paths, pid) => {}
+        () = renew_on_request(&link) => {}
         _ = stop.recv() => {}
     }
     eprintln!("forwarder {pid}: stopping");
@@ -148,6 +161,18 @@ pub async fn run(paths: Paths, forward: &ForwardConfig, machine: &impl Connect) 
         let _ = std::fs::remove_file(&paths.pidfile);
     }
     Ok(())
+}
+
+/// SIGUSR1 (sent by `forwarder::renew`): make a new connection for new channels.
+async fn renew_on_request(link: &Link) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut requests) = signal(SignalKind::user_defined1()) else {
+        return std::future::pending().await;
+    };
+    while requests.recv().await.is_some() {
+        link.renew.notify_one();
+    }
+    std::future::pending().await
 }
 
 /// Return when the pidfile no longer names this process: the VM's state was deleted (destroy,
@@ -188,6 +213,8 @@ fn bind(socket: &Path) -> Result<UnixListener> {
 /// Connect, and connect again whenever the connection dies, with backoff.
 async fn keep_connected(machine: &impl Connect, link: &Link) {
     let mut backoff = BACKOFF_FIRST;
+    // Renewals asked for and begun; published once the new connection is up.
+    let mut renewals = 0;
     loop {
         let attempt = machine.connect();
         let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempt).await;
@@ -202,6 +229,7 @@ async fn keep_connected(machine: &impl Connect, link: &Link) {
                 let session = Arc::new(session);
                 link.session.send_replace(Some(session.clone()));
                 link.update(|s| {
+                    s.renewals = renewals;
                     s.connected = true;
                     s.endpoint = endpoint.clone();
                     s.since = crate::time::now();
@@ -209,7 +237,17 @@ async fn keep_connected(machine: &impl Connect, link: &Link) {
                 });
                 eprintln!("forwarder: connected to {endpoint}");
                 backoff = BACKOFF_FIRST;
-                watch_until_closed(&session, link).await;
+                let renewing = tokio::select! {
+                    () = watch_until_closed(&session, link) => false,
+                    () = link.renew.notified() => true,
+                };
+                if renewing {
+                    // The channels under way hold the old connection, which ends with the
+                    // last of them; the next one made serves everything new.
+                    eprintln!("forwarder: a new connection takes over; the old one drains");
+                    renewals += 1;
+                    continue;
+                }
                 link.session.send_replace(None);
                 link.update(|s| {
                     s.connected = false;

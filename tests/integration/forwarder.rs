@@ -88,6 +88,28 @@ impl Forwarded {
             .unwrap()
     }
 
+    /// `docker run` of the busybox image as `name`, removed when it ends, with no network.
+    fn run_args(&self, name: &str, detach: bool, command: &[&str]) -> Vec<String> {
+        let mut args = vec!["run".to_string()];
+        if detach {
+            args.push("-d".into());
+        }
+        args.extend(
+            [
+                "--rm",
+                "--name",
+                name,
+                "--network",
+                "none",
+                &self.image,
+                "/bin/busybox",
+            ]
+            .map(String::from),
+        );
+        args.extend(command.iter().map(|c| c.to_string()));
+        args
+    }
+
     /// A busybox image, FROM scratch, built through the forwarder.
     fn busybox_image(&self) {
         let dir = tempfile::tempdir().unwrap();
@@ -172,19 +194,8 @@ fn the_host_docker_cli_works_through_the_forwarder() {
     );
     // exec into a running container.
     let name = format!("n10n-test-{}-exec", std::process::id());
-    f.docker_ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "--name",
-        &name,
-        "--network",
-        "none",
-        &f.image,
-        "/bin/busybox",
-        "sleep",
-        "60",
-    ]);
+    let args = f.run_args(&name, true, &["sleep", "60"]);
+    f.docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         f.docker_ok(&["exec", &name, "/bin/busybox", "echo", "inside"]),
         "inside\n"
@@ -478,4 +489,66 @@ fn n10n_dev_s_own_commands_go_through_the_kept_connection_and_fall_back_without_
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn provisioning_renews_the_forwarder_without_cutting_what_goes_through_it() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    f.busybox_image();
+    let pid = f.forwarder_pid();
+    let sessions = f.kept_sessions();
+    let name = format!("n10n-test-{}-renew", std::process::id());
+    let spawn = |mut cmd: Command| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Through the kept connection, and through the engine socket: both outlive the renewal.
+    let mut run = f
+        .project
+        .cmd(&["run", "--no-sync", "--", "sh", "-c", "sleep 6; echo run-ok"]);
+    run.env("DOCKER_CONFIG", f.docker_config.path());
+    let run = spawn(run);
+    let mut container = f.docker();
+    container.args(f.run_args(&name, false, &["sh", "-c", "sleep 6; echo container-ok"]));
+    let container = spawn(container);
+    wait_for("both to be under way", Duration::from_secs(20), || {
+        let running = f.docker_ok(&["ps", "-q", "--filter", &format!("name={name}")]);
+        (!running.trim().is_empty() && f.kept_sessions() > sessions).then_some(())
+    });
+
+    let out = f.n10n(&["provision", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.forwarder_pid(), pid, "the forwarder was replaced");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&f.n10n(&["status", "--json"]))).unwrap();
+    assert!(
+        status["forwarder"]["renewals"].as_u64() >= Some(1),
+        "{status}"
+    );
+    // New commands go through the new connection at once.
+    f.docker_ok(&["ps", "-q"]);
+
+    let run = run.wait_with_output().unwrap();
+    assert!(run.status.success(), "run: {}", stderr(&run));
+    assert_eq!(stdout(&run), "run-ok\n");
+    let container = container.wait_with_output().unwrap();
+    assert!(
+        container.status.success(),
+        "docker run: {}",
+        stderr(&container)
+    );
+    assert_eq!(stdout(&container), "container-ok\n");
+    // Drained, the old connection ends: the forwarder holds one connection to sshd again.
+    let filter = format!("( dport = :{} )", sshd.port);
+    wait_for("the old connection to end", Duration::from_secs(10), || {
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "established", &filter])
+            .output()
+            .unwrap();
+        (stdout(&out).lines().count() == 1).then_some(())
+    });
 }
