@@ -119,6 +119,11 @@ pub(crate) struct Sandbox<L: Launcher> {
 /// How long `stop` waits for a launch that is still starting.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 const ISSUED_REMEMBERED: usize = 64;
+/// With `X-Amz-Log-Type: Tail`, an answer waits until the runtime has printed nothing for this
+/// long since it came (its lines arrive through the engine's log stream, after the answer at
+/// times), and no longer than `OUTPUT_WAIT`.
+const OUTPUT_QUIET: Duration = Duration::from_millis(100);
+const OUTPUT_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct State {
@@ -137,6 +142,8 @@ struct State {
     init_timed_out: bool,
     last_lines: VecDeque<String>,
     max_memory_mb: Option<u64>,
+    /// When the runtime last printed a line.
+    last_output: Option<Instant>,
 }
 
 struct Current {
@@ -144,6 +151,8 @@ struct Current {
     started: Instant,
     done: oneshot::Sender<Answer>,
     want_logs: bool,
+    /// Its answer arrived; the output that preceded it is still being collected.
+    answered: bool,
     logs: String,
     timer: JoinHandle<()>,
 }
@@ -234,6 +243,7 @@ impl<L: Launcher> Sandbox<L> {
                 started: Instant::now(),
                 done,
                 want_logs: request.want_logs,
+                answered: false,
                 logs: String::new(),
                 timer,
             });
@@ -257,14 +267,29 @@ impl<L: Launcher> Sandbox<L> {
         ending: Ending,
         body: Bytes,
     ) -> Result<(), Refusal> {
+        let want_logs = {
+            let mut state = self.state();
+            let issued = state.issued.iter().any(|id| id == request_id);
+            match &mut state.current {
+                Some(c) if c.request_id == request_id && !c.answered => {
+                    c.answered = true;
+                    c.want_logs
+                }
+                _ if issued => return Err(Refusal::WrongState),
+                _ => return Err(Refusal::UnknownRequest),
+            }
+        };
+        if want_logs {
+            // The runtime's last lines travel through the engine's log stream and may come
+            // after its answer: the tail the caller asked for should hold them.
+            self.await_quiet_output().await;
+        }
         let current = {
             let mut state = self.state();
             match &state.current {
                 Some(c) if c.request_id == request_id => state.current.take(),
-                _ if state.issued.iter().any(|id| id == request_id) => {
-                    return Err(Refusal::WrongState);
-                }
-                _ => return Err(Refusal::UnknownRequest),
+                // Its deadline passed while the output settled: the timeout answered.
+                _ => None,
             }
         };
         if let Some(current) = current {
@@ -390,6 +415,7 @@ impl<L: Launcher> Sandbox<L> {
             None => eprintln!("{line}"),
         }
         let mut state = self.state();
+        state.last_output = Some(Instant::now());
         if state.last_lines.len() == LAST_LINES {
             state.last_lines.pop_front();
         }
@@ -401,6 +427,22 @@ impl<L: Launcher> Sandbox<L> {
                 let cut = floor_char_boundary(&current.logs, current.logs.len() - TAIL_BYTES);
                 current.logs.drain(..cut);
             }
+        }
+    }
+
+    /// Wait until the runtime has printed nothing for `OUTPUT_QUIET` since its answer came, at
+    /// most `OUTPUT_WAIT`.
+    async fn await_quiet_output(&self) {
+        let answered = Instant::now();
+        while answered.elapsed() < OUTPUT_WAIT {
+            let last = self
+                .state()
+                .last_output
+                .map_or(answered, |at| at.max(answered));
+            if last.elapsed() >= OUTPUT_QUIET {
+                return;
+            }
+            tokio::time::sleep(OUTPUT_QUIET / 5).await;
         }
     }
 
