@@ -72,6 +72,24 @@ impl LimaBackend {
         })
     }
 
+    /// Start the stopped instance. Lima gives cloud-init a new instance-id at every start, and
+    /// cloud-init then makes the VM's SSH host keys anew: the pinned key is forgotten, and the
+    /// one the VM presents next is pinned (Lima itself checks none).
+    fn resume(&self) -> Result<()> {
+        self.run_checked("starting the VM", &["--tty=false", "start", &self.name])?;
+        match std::fs::remove_file(&self.known_hosts) {
+            Ok(()) => tracing::info!("the VM's SSH host key is learnt anew (Lima made new keys)"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot remove {}", self.known_hosts.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn limactl(&self, args: &[&str]) -> Result<Output> {
         tracing::debug!("limactl {}", args.join(" "));
         Command::new(&self.limactl)
@@ -156,15 +174,13 @@ impl Backend for LimaBackend {
             }
             MachineState::Broken(_) => {
                 self.run_checked("recovering a broken VM", &["stop", "-f", &self.name])?;
-                self.run_checked("starting the VM", &["--tty=false", "start", &self.name])
+                self.resume()
             }
             // (Reachable and Unreachable are an ssh host's; limactl never reports them.)
             MachineState::Stopped
             | MachineState::Other(_)
             | MachineState::Reachable
-            | MachineState::Unreachable(_) => {
-                self.run_checked("starting the VM", &["--tty=false", "start", &self.name])
-            }
+            | MachineState::Unreachable(_) => self.resume(),
         }
     }
 

@@ -167,7 +167,8 @@ fn stop_then_up_resumes_and_a_stopped_vm_is_reported() {
     );
     // Stopping twice is fine: limactl's own `stop` would fail, so it is not called.
     lima.ok(&["stop"]);
-    // A stopped VM does not answer SSH, and Lima gives a restarted one a new port.
+    // A stopped VM does not answer SSH, and Lima gives a restarted one a new port and new
+    // host keys (a new cloud-init instance-id at each start: the keys are made anew).
     let Lima {
         sshd,
         project,
@@ -175,6 +176,7 @@ fn stop_then_up_resumes_and_a_stopped_vm_is_reported() {
         provision_dir,
     } = lima;
     let dir = sshd.kill();
+    std::fs::remove_file(dir.path().join("host_key")).unwrap();
     let lima = Lima {
         sshd: Sshd::start_in(dir, free_port(), "ed25519"),
         project,
