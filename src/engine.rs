@@ -214,9 +214,17 @@ impl Engine {
         Ok(Ok(pushed))
     }
 
-    /// The TCP ports the running containers publish on the machine (`docker ps`'s PORTS).
-    pub async fn published_ports(&mut self) -> Result<Vec<(IpAddr, u16)>> {
-        let (status, json) = self.json(Method::GET, "/containers/json").await?;
+    /// The TCP ports running containers publish on the machine (`docker ps`'s PORTS), of all
+    /// of them or of the one container `id`: the container, the address, the port.
+    pub async fn published_ports(&mut self, id: Option<&str>) -> Result<Vec<Published>> {
+        let path = match id {
+            Some(id) => format!(
+                "/containers/json?filters={}",
+                encode(&serde_json::json!({ "id": [id] }).to_string())
+            ),
+            None => "/containers/json".to_string(),
+        };
+        let (status, json) = self.json(Method::GET, &path).await?;
         match status.is_success() {
             true => Ok(published_ports(&json)),
             false => Err(self.refused(status, &json)),
@@ -283,24 +291,29 @@ impl JsonLines {
     }
 }
 
-/// The published TCP ports in a `GET /containers/json` answer: where each is bound in the
-/// machine (`0.0.0.0`, `::`, or an address of its own) and its port.
-fn published_ports(containers: &Value) -> Vec<(IpAddr, u16)> {
-    let mut found: Vec<(IpAddr, u16)> = containers
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|container| container["Ports"].as_array().into_iter().flatten())
-        .filter(|port| port["Type"].as_str() == Some("tcp"))
-        .filter_map(|port| {
-            let public = u16::try_from(port["PublicPort"].as_u64()?).ok()?;
+/// A TCP port a running container publishes: the container's id, where the port is bound in
+/// the machine (`0.0.0.0`, `::`, or an address of its own), and the port.
+pub type Published = (String, IpAddr, u16);
+
+/// The published TCP ports in a `GET /containers/json` answer.
+fn published_ports(containers: &Value) -> Vec<Published> {
+    let mut found = Vec::new();
+    for container in containers.as_array().into_iter().flatten() {
+        let id = container["Id"].as_str().unwrap_or_default();
+        for port in container["Ports"].as_array().into_iter().flatten() {
+            let public = port["PublicPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok());
+            let (Some(public), Some("tcp")) = (public, port["Type"].as_str()) else {
+                continue;
+            };
             let ip = port["IP"]
                 .as_str()
                 .and_then(|ip| ip.parse().ok())
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            Some((ip, public))
-        })
-        .collect();
+            found.push((id.to_string(), ip, public));
+        }
+    }
     found.sort();
     found.dedup();
     found
@@ -402,8 +415,8 @@ mod tests {
         ]);
         let shown: Vec<String> = published_ports(&list)
             .iter()
-            .map(|(ip, port)| format!("{ip} {port}"))
+            .map(|(id, ip, port)| format!("{id} {ip} {port}"))
             .collect();
-        assert_eq!(shown, ["0.0.0.0 8080", "127.0.0.1 15432", ":: 8080"]);
+        assert_eq!(shown, ["a 0.0.0.0 8080", "a :: 8080", "b 127.0.0.1 15432"]);
     }
 }

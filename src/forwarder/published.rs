@@ -1,9 +1,9 @@
 //! The ports the machine's Docker publishes (`docker run -p`), followed through the engine's
-//! own events: subscribed first, then the running containers listed, then listed again at each
-//! container start or die, so that a published port is bound here as `docker run` returns and
-//! released as the container ends. A new connection subscribes again.
+//! own events: subscribed first, then the running containers listed; at a container's start
+//! its ports are asked for, at its death they go, so that a published port is bound here as
+//! `docker run` returns and released as the container ends. A new connection subscribes again.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::ports::{Listening, Seen};
 use super::serve::Link;
 use crate::engine::{DOCKER_SOCKET, Engine};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ssh::Session;
 
 /// How long to wait before subscribing again when the engine does not answer (no Docker yet,
@@ -56,28 +56,39 @@ async fn follow_events(session: &Session, tell: &mpsc::Sender<Seen>) -> Result<(
     // Subscribed before the first list, so that no start between the two is missed.
     let mut news = events.container_events().await?;
     let mut engine = Engine::over(session.connect_unix(DOCKER_SOCKET).await?, place).await?;
-    let mut last = None;
+    // Each running container's published ports: a container's own event changes its own
+    // entry (a list taken just after a "die" may still show the container as running).
+    let mut by_container: BTreeMap<String, Vec<Listening>> = BTreeMap::new();
+    for (id, ip, port) in engine.published_ports(None).await? {
+        by_container
+            .entry(id)
+            .or_default()
+            .push(Listening { ip, port });
+    }
     loop {
-        let published: BTreeSet<Listening> = engine
-            .published_ports()
-            .await?
-            .into_iter()
-            .map(|(ip, port)| Listening { ip, port })
-            .collect();
-        if last.as_ref() != Some(&published) {
-            last = Some(published.clone());
-            if tell
-                .send(Seen::Published(published.into_iter().collect()))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
+        let published: Vec<Listening> = by_container.values().flatten().copied().collect();
+        if tell.send(Seen::Published(published)).await.is_err() {
+            return Ok(());
         }
-        match news.next().await {
-            Some(Ok(_event)) => {}
-            Some(Err(e)) => return Err(crate::error::Error::Other(e)),
+        let event = match news.next().await {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => return Err(Error::Other(e)),
             None => return Ok(()),
+        };
+        let Some(id) = event["Actor"]["ID"].as_str().or(event["id"].as_str()) else {
+            continue;
+        };
+        match event["Action"].as_str().or(event["status"].as_str()) {
+            Some("start") => {
+                let ports = engine.published_ports(Some(id)).await?;
+                let ports = ports
+                    .into_iter()
+                    .map(|(_, ip, port)| Listening { ip, port });
+                by_container.insert(id.to_string(), ports.collect());
+            }
+            _ => {
+                by_container.remove(id);
+            }
         }
     }
 }
