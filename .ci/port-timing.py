@@ -6,18 +6,29 @@
                                           httpd; timed from `docker run` returning to an HTTP
                                           answer on 127.0.0.1:P, then from `docker rm -f`
                                           returning to 127.0.0.1:P refusing connections.
-  port-timing.py listen N10N PROJECT RUNS   a plain listener started with `run` (the replica's
-                                          busybox httpd, which returns once it listens).
+  port-timing.py listen N10N PROJECT RUNS   a plain listener started with `run` (a perl server
+                                          that prints when it listens); timed from that line to
+                                          an answer here, then from Ctrl-C's `run` ending.
 
 Prints one line a run and the worst of each; exits 1 if a port did not answer within 10 s or
 was not freed within 5 s. Used by .ci/e2e-vm.
 """
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 POLL = 0.005
+# A server in the machine (perl is there on Debian) that says when it listens.
+SERVER = """
+use IO::Socket::INET;
+my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0], Listen => 5,
+                              ReuseAddr => 1) or die "cannot listen: $!";
+$| = 1;
+print "listening\\n";
+while (my $c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\n\\r\\nhi\\n"; close $c; }
+"""
 
 
 def free_port():
@@ -71,10 +82,13 @@ def main():
             up = until(lambda: answers(port, "/Dockerfile"), 10)
             run(docker + ["rm", "-f", name])
         else:
-            n10n = [where, "-C", what, "run", "--no-sync", "--"]
-            run(n10n + ["./busybox", "httpd", "-p", str(port), "-h", "src"])
-            up = until(lambda: answers(port, "/main.rs"), 10)
-            run(n10n + ["./busybox", "pkill", "-f", f"httpd -p {port} "])
+            server = subprocess.Popen([where, "-C", what, "run", "--no-sync", "--", "perl", "-e", SERVER,
+                                       str(port)], stdout=subprocess.PIPE, text=True)
+            if server.stdout.readline() != "listening\n":
+                return 1
+            up = until(lambda: answers(port, "/"), 10)
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
         down = until(lambda: refuses(port), 5)
         show = lambda t: "never" if t is None else f"{t:.3f} s"
         print(f"{mode} {i + 1}: port {port} answered after {show(up)}, freed after {show(down)}",
