@@ -21,8 +21,9 @@ use crate::ssh::{KeptServer, Session};
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Not shorter: while a VM is frozen (the laptop's sleep), each attempt that times out leaves a
 /// connection in QEMU's backlog, and at the thaw the VM's sshd serves every one of them before
-/// the attempt that is still waiting (one a second made the thaw slower, 2.2–2.4 s against
-/// 1.2–2.1 s). A client that needs the connection cuts the wait short (`wanted`).
+/// the attempt that is still waiting (with one a second, the thaws here took 1.9–2.4 s; with
+/// this, 1.2–2.1 s were measured before). A client that needs the connection cuts the wait
+/// short (`wanted`).
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A handshake that hangs (a peer that accepts but never answers) must not hold up the next
 /// attempt for the 15 s a command would wait.
