@@ -209,20 +209,21 @@ async fn invoke_and_serve_through_the_ssh_backend() {
     assert_eq!(image.containers(), "", "Ctrl-C left containers behind");
 }
 
-/// `invoke IMAGE --serve --port PORT` on the native backend in `dir`; stopped with Ctrl-C's
-/// signal (so that it removes its containers) when dropped, whatever the test's outcome.
-struct NativeServe(std::process::Child);
+/// A running `invoke --serve`, stopped with Ctrl-C's signal (so that it removes its
+/// containers) when dropped, whatever the test's outcome.
+struct Serving(std::process::Child);
 
-impl NativeServe {
-    fn stop(&mut self) {
+impl Serving {
+    /// Ctrl-C, and how it ended.
+    fn stop(&mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
         wait_for("serve to stop", Duration::from_secs(30), || {
             self.0.try_wait().unwrap()
-        });
+        })
     }
 }
 
-impl Drop for NativeServe {
+impl Drop for Serving {
     fn drop(&mut self) {
         if self.0.try_wait().unwrap().is_none() {
             self.stop();
@@ -230,8 +231,9 @@ impl Drop for NativeServe {
     }
 }
 
-fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> NativeServe {
-    NativeServe(
+/// `invoke IMAGE --serve --port PORT` on the native backend in `dir`.
+fn native_serve(dir: &Path, image: &FunctionImage, port: u16) -> Serving {
+    Serving(
         command_in(
             dir,
             &["invoke", &image.0, "--serve", "--port", &port.to_string()],
@@ -359,12 +361,14 @@ fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
     dockerfile("one");
     let log = project.home.path().join("serve.log");
     let port = free_port();
-    let mut serve = project
-        .cmd(&["invoke", "--serve", "--watch", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut serve = Serving(
+        project
+            .cmd(&["invoke", "--serve", "--watch", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
     let answers = |value: &str, within: u64| {
         let started = std::time::Instant::now();
@@ -413,10 +417,7 @@ fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
     dockerfile("three");
     answers("three", 60);
 
-    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
-    let status = wait_for("serve to stop", Duration::from_secs(30), || {
-        serve.try_wait().unwrap()
-    });
+    let status = serve.stop();
     assert!(status.success(), "{status}: {}", said());
     let label = format!("label=n10n.test={name}");
     let left = run_ok("docker", &["ps", "-aq", "--filter", &label]);
