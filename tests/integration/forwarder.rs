@@ -114,9 +114,15 @@ impl Forwarded {
     fn busybox_image(&self) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+        // A label of its own gives each test's image its own id: the clean-up of another
+        // test removes the containers of its image by `ancestor`, which matches by id (it
+        // killed this test's container with 137 while the two ran side by side).
         std::fs::write(
             dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\n",
+            format!(
+                "FROM scratch\nLABEL n10n.test={}\nCOPY busybox /bin/busybox\n",
+                self.image
+            ),
         )
         .unwrap();
         self.docker_ok(&[
@@ -533,12 +539,19 @@ fn provisioning_renews_the_forwarder_without_cutting_what_goes_through_it() {
     f.docker_ok(&["ps", "-q"]);
 
     let run = run.wait_with_output().unwrap();
-    assert!(run.status.success(), "run: {}", stderr(&run));
+    assert!(
+        run.status.success(),
+        "run: {}: {}",
+        run.status,
+        stderr(&run)
+    );
     assert_eq!(stdout(&run), "run-ok\n");
     let container = container.wait_with_output().unwrap();
     assert!(
         container.status.success(),
-        "docker run: {}",
+        "docker run: {}: {}{}",
+        container.status,
+        stdout(&container),
         stderr(&container)
     );
     assert_eq!(stdout(&container), "container-ok\n");
