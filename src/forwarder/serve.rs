@@ -83,7 +83,7 @@ impl Link {
     }
 
     /// Change the status, and write `forwarder.json` when that changed anything (the ports
-    /// are published every 2 s, mostly unchanged).
+    /// are published at every container event, mostly unchanged).
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = self.status.lock().expect("not poisoned");
         let before = status.clone();
