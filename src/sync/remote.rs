@@ -5,7 +5,8 @@
 //!
 //! n10n-dev's own files sit beside the replica, never in it: for `~/n10n/app`, the directory
 //! `~/n10n/.app.n10n-dev/` holds the replica's id (`replica-id`) and, during a sync, the staging
-//! area (`staging/`). Being on the same filesystem keeps the renames into place atomic.
+//! area (`staging/`; for a first sync into an empty replica, `.app.n10n-dev.new.*` beside it, which
+//! then becomes the replica). Being on the same filesystem keeps the renames into place atomic.
 //!
 //! The agent exists because on a small VM sshd spends ~0.1–0.2 s setting up every exec session.
 //! It listens on a private Unix socket (`$TMPDIR/n10n-dev-<uid>/`, `/tmp` by default, mode 0700, outside the replica so
@@ -340,6 +341,56 @@ mod tests {
             probe("~/r", "id1", home.path()),
             ProbeResult::Foreign(1, _)
         ));
+    }
+
+    #[test]
+    fn a_first_sync_into_an_empty_replica_replaces_it_in_one_rename() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let home = tempfile::tempdir().unwrap();
+        let replica = home.path().join("r");
+        std::fs::create_dir(&replica).unwrap();
+        std::fs::set_permissions(&replica, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let before = std::fs::metadata(&replica).unwrap().ino();
+        let applied = sh(
+            &apply_command("~/r", "id1", false),
+            home.path(),
+            &archive_moving("a", b"1"),
+        );
+        assert!(
+            applied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let after = std::fs::metadata(&replica).unwrap();
+        assert_ne!(
+            after.ino(),
+            before,
+            "the staged directory took the replica's place"
+        );
+        assert_eq!(after.mode() & 0o7777, 0o750, "with the replica's mode");
+        assert_eq!(std::fs::read(replica.join("a")).unwrap(), b"1");
+        let names: Vec<_> = std::fs::read_dir(home.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n == "r" || n == ".r.n10n-dev"),
+            "nothing staged is left beside it: {names:?}"
+        );
+        assert!(matches!(
+            probe("~/r", "id1", home.path()),
+            ProbeResult::Same
+        ));
+        // A replica with entries keeps its directory: the entries move into it.
+        let kept = after.ino();
+        let applied = sh(
+            &apply_command("~/r", "id2", false),
+            home.path(),
+            &archive_moving("b", b"2"),
+        );
+        assert!(applied.status.success());
+        assert_eq!(std::fs::metadata(&replica).unwrap().ino(), kept);
+        assert!(replica.join("a").exists() && replica.join("b").exists());
     }
 
     #[test]

@@ -484,21 +484,33 @@ pub fn agent_socket(tmp: &Path, root: &Path) -> PathBuf {
 }
 
 impl Project {
-    /// Wait until a sync under way has staged more than 1 MB of `name` beside the replica.
+    /// Wait until a sync under way has staged more than 1 MB of `name` beside the replica: in
+    /// `.replica.n10n-dev/staging.*`, or (a first sync into an empty replica) in
+    /// `.replica.n10n-dev.new.*`.
     pub fn wait_for_staged(&self, name: &str) {
         let meta = self.replica().with_file_name(".replica.n10n-dev");
+        let staging_dirs = |dir: &Path, prefix: &str| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        };
         wait_for(
             &format!("part of {name} to be staged"),
             Duration::from_secs(60),
             || {
-                let staging = std::fs::read_dir(&meta)
-                    .ok()?
-                    .filter_map(Result::ok)
-                    .find(|e| e.file_name().to_string_lossy().starts_with("staging."))?;
-                std::fs::metadata(staging.path().join(name))
-                    .ok()
-                    .filter(|m| m.len() > 1_000_000)
-                    .map(|_| ())
+                let mut staged = staging_dirs(&meta, "staging.");
+                staged.extend(staging_dirs(
+                    self.replica().parent()?,
+                    ".replica.n10n-dev.new.",
+                ));
+                staged
+                    .iter()
+                    .any(|dir| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() > 1_000_000))
+                    .then_some(())
             },
         );
     }

@@ -24,11 +24,22 @@ flock -w 120 9 || {
 }
 if [ -f "$legacy_marker" ]; then mv -f -- "$legacy_marker" "$meta/replica-id" 2>/dev/null || :; fi
 refuse_foreign
-rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.*
-s=$(mktemp -d "$meta/staging.XXXXXX")
+rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.* "$meta".new.*
+# Into an empty replica that gets a new id (a first sync), the archive goes into a fresh
+# directory beside it, which then takes the replica's place in one rename. On ext4 without a
+# journal, staging 10,000 files under the long-lived "$meta" after a replica of as many was
+# deleted took tar 2.4-2.8 s (a profile showed its inode allocation skipping recently deleted
+# inodes); into a fresh directory, 0.16 s.
+if [ -n "$marker" ] && [ -z "$(ls -A)" ]; then
+  s=$(mktemp -d "$meta.new.XXXXXX")
+  fresh=yes
+else
+  s=$(mktemp -d "$meta/staging.XXXXXX")
+  fresh=
+fi
 # The agent starts while the archive arrives, not after it.
 start_agent "$root"
 tar -x -f - -C "$s" --no-same-owner
-perl -e "$apply_script" "$s" "$s/$ops" "$marker" "$meta/replica-id" "$here"
+perl -e "$apply_script" "$s" "$s/$ops" "$marker" "$meta/replica-id" "$here" "$fresh" "$root"
 rm -rf -- "$s"
 echo "applied $agent"
