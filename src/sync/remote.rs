@@ -260,6 +260,21 @@ mod tests {
         archive.into_inner().unwrap()
     }
 
+    /// Apply an archive that moves `path` into place, as a sync with a new id would; it must
+    /// succeed.
+    fn apply_ok(dest: &str, id: &str, home: &std::path::Path, path: &str, data: &[u8]) {
+        let out = sh(
+            &apply_command(dest, id, false),
+            home,
+            &archive_moving(path, data),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn probe(dest: &str, id: &str, home: &std::path::Path) -> ProbeResult {
         let out = sh(&probe_command(dest, id), home, b"");
         parse_probe(&out.stdout)
@@ -295,16 +310,7 @@ mod tests {
         assert_eq!(moved, b"id2");
         // An apply records the directory's identity with the id: from then on the probe answers
         // `same` for it.
-        let applied = sh(
-            &apply_command("~/r", "id3", false),
-            home.path(),
-            &archive_moving("a", b"1"),
-        );
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        apply_ok("~/r", "id3", home.path(), "a", b"1");
         assert!(matches!(
             probe("~/r", "id3", home.path()),
             ProbeResult::Same
@@ -319,12 +325,7 @@ mod tests {
     fn a_directory_made_again_is_a_new_replica() {
         let home = tempfile::tempdir().unwrap();
         let replica = home.path().join("r");
-        let applied = sh(
-            &apply_command("~/r", "id1", false),
-            home.path(),
-            &archive_moving("a", b"1"),
-        );
-        assert!(applied.status.success());
+        apply_ok("~/r", "id1", home.path(), "a", b"1");
         assert!(matches!(
             probe("~/r", "id1", home.path()),
             ProbeResult::Same
@@ -351,16 +352,7 @@ mod tests {
         std::fs::create_dir(&replica).unwrap();
         std::fs::set_permissions(&replica, std::fs::Permissions::from_mode(0o750)).unwrap();
         let before = std::fs::metadata(&replica).unwrap().ino();
-        let applied = sh(
-            &apply_command("~/r", "id1", false),
-            home.path(),
-            &archive_moving("a", b"1"),
-        );
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        apply_ok("~/r", "id1", home.path(), "a", b"1");
         let after = std::fs::metadata(&replica).unwrap();
         assert_ne!(
             after.ino(),
@@ -383,12 +375,7 @@ mod tests {
         ));
         // A replica with entries keeps its directory: the entries move into it.
         let kept = after.ino();
-        let applied = sh(
-            &apply_command("~/r", "id2", false),
-            home.path(),
-            &archive_moving("b", b"2"),
-        );
-        assert!(applied.status.success());
+        apply_ok("~/r", "id2", home.path(), "b", b"2");
         assert_eq!(std::fs::metadata(&replica).unwrap().ino(), kept);
         assert!(replica.join("a").exists() && replica.join("b").exists());
     }
