@@ -328,13 +328,7 @@ impl Session {
                     endpoint.host_key_alias
                 );
             } else {
-                eprintln!(
-                    "n10n-dev: first connection to {}:{}: its host key {} is now pinned for {};                      a different key will be refused",
-                    endpoint.host,
-                    endpoint.port,
-                    fingerprint(key),
-                    endpoint.host_key_alias
-                );
+                eprintln!("{}", first_pin_notice(endpoint, &fingerprint(key)));
             }
         }
         tracing::debug!("connected to {endpoint} in {:.0?}", started.elapsed());
@@ -480,6 +474,15 @@ impl Captured {
     }
 }
 
+/// What a user is told when a host elsewhere is trusted on first use.
+fn first_pin_notice(endpoint: &Endpoint, fingerprint: &str) -> String {
+    format!(
+        "n10n-dev: first connection to {}:{}: its host key {fingerprint} is now pinned for {}; \
+         a different key will be refused",
+        endpoint.host, endpoint.port, endpoint.host_key_alias
+    )
+}
+
 fn client_config() -> client::Config {
     let mut config = client::Config {
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
@@ -525,5 +528,28 @@ fn describe(error: &russh::Error) -> String {
         russh::Error::KeepaliveTimeout => "the server stopped answering keepalives".into(),
         russh::Error::Disconnect => "the server closed the connection".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_pin_notice_is_one_plain_sentence() {
+        let endpoint = Endpoint {
+            host: "build.example".into(),
+            port: 2222,
+            user: "dev".into(),
+            identity: "/k".into(),
+            known_hosts: "/kh".into(),
+            host_key_alias: "n10n-app".into(),
+        };
+        let notice = first_pin_notice(&endpoint, "SHA256:abc");
+        assert_eq!(
+            notice,
+            "n10n-dev: first connection to build.example:2222: its host key SHA256:abc is now \
+             pinned for n10n-app; a different key will be refused"
+        );
     }
 }
