@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::image::{self, ImageFacts};
 use crate::progress::Step;
-use crate::ssh::{Endpoint, Session};
+use crate::ssh::{Endpoint, Session, Silence};
 use crate::state::{Lock, StateDir};
 use crate::{docker_context, forwarder, provision, sync};
 
@@ -104,7 +104,7 @@ impl Context {
     pub async fn connect(&self) -> Result<Session> {
         match self.connect_kept().await {
             Some(session) => Ok(session),
-            None => self.connect_direct().await,
+            None => self.connect_direct(Silence::Ends).await,
         }
     }
 
@@ -129,15 +129,15 @@ impl Context {
     }
 
     /// Connect to the machine itself: first where it was last seen (no call to its tool), then
-    /// where its tool says it is now.
-    pub async fn connect_direct(&self) -> Result<Session> {
+    /// where its tool says it is now. `silence` says what a peer that stops answering does.
+    pub async fn connect_direct(&self, silence: Silence) -> Result<Session> {
         let backend = self.backend()?;
         let last = backend.last_endpoint();
         let mut failure = None;
         if let Some(endpoint) = &last {
             // Any failure, a host key mismatch included, may only mean the address is stale:
             // Lima gives a restarted VM a new port, and another VM may have the old one.
-            match Session::connect(endpoint).await {
+            match Session::connect_with(endpoint, silence).await {
                 Ok(session) => return Ok(session),
                 Err(e) => failure = Some(e),
             }
@@ -145,7 +145,7 @@ impl Context {
         let current = tokio::task::block_in_place(|| backend.endpoint())?;
         match failure {
             Some(e) if last.as_ref() == Some(&current) => Err(e),
-            _ => Session::connect(&current).await,
+            _ => Session::connect_with(&current, silence).await,
         }
     }
 

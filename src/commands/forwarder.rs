@@ -3,7 +3,7 @@
 use super::Context;
 use crate::error::Result;
 use crate::forwarder::{Paths, serve};
-use crate::ssh::Session;
+use crate::ssh::{Session, Silence};
 
 pub async fn run(ctx: &Context) -> Result<()> {
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
@@ -21,6 +21,6 @@ struct Machine<'a>(&'a Context);
 
 impl serve::Connect for Machine<'_> {
     async fn connect(&self) -> Result<Session> {
-        self.0.connect_direct().await
+        self.0.connect_direct(Silence::Waits).await
     }
 }

@@ -16,7 +16,7 @@ use crate::config::ForwardConfig;
 use crate::engine::DOCKER_SOCKET;
 use crate::error::{Error, Result};
 use crate::ssh::relay::relay;
-use crate::ssh::{KeptServer, Session};
+use crate::ssh::{KEEPALIVE_INTERVAL, KeptServer, SILENT_AFTER, Session};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Not shorter: while a VM is frozen (the laptop's sleep), each attempt that times out leaves a
@@ -213,89 +213,124 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Connect, and connect again whenever the connection dies, with backoff.
+/// How a connection stopped serving new channels.
+enum Ended {
+    /// It closed, or a channel would not open on it.
+    Closed,
+    /// A new connection should take over (after provisioning: new groups); this one drains.
+    Renewed,
+    /// It stopped answering keepalives: a VM frozen by the laptop's sleep, or a machine gone.
+    Silent,
+}
+
+/// Connect, and connect again whenever the connection dies, with backoff. A connection that
+/// falls silent is kept while a new one is sought: when the machine was only frozen (a laptop's
+/// sleep), the old one answers first at the thaw, with no handshake to wait for and every
+/// command through it still running; when the new one comes first, the old one is ended.
 async fn keep_connected(machine: &impl Connect, link: &Link) {
-    let mut backoff = BACKOFF_FIRST;
     // Renewals asked for and begun; published once the new connection is up.
     let mut renewals = 0;
+    let mut session = connect_with_backoff(machine, link).await;
     loop {
-        let attempt = machine.connect();
-        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempt).await;
-        match attempt.unwrap_or_else(|_| {
-            Err(Error::Other(format!(
-                "no SSH handshake within {} s",
-                ATTEMPT_DEADLINE.as_secs()
-            )))
-        }) {
-            Ok(session) => {
-                let endpoint = session.endpoint().to_string();
-                let session = Arc::new(session);
-                link.session.send_replace(Some(session.clone()));
-                link.update(|s| {
-                    s.renewals = renewals;
-                    s.connected = true;
-                    s.endpoint = endpoint.clone();
-                    s.since = crate::time::now();
-                    s.last_error = None;
-                });
-                eprintln!("forwarder: connected to {endpoint}");
-                backoff = BACKOFF_FIRST;
-                let renewing = tokio::select! {
-                    () = watch_until_closed(&session, link) => false,
-                    () = link.renew.notified() => true,
-                };
-                if renewing {
-                    // The channels under way hold the old connection, which ends with the
-                    // last of them; the next one made serves everything new.
-                    eprintln!("forwarder: a new connection takes over; the old one drains");
-                    renewals += 1;
-                    continue;
-                }
-                link.session.send_replace(None);
-                link.update(|s| {
-                    s.connected = false;
-                    s.since = crate::time::now();
-                    s.reconnects += 1;
-                    s.last_error = Some(format!("the connection to {endpoint} closed"));
-                });
-                eprintln!("forwarder: the connection to {endpoint} closed; connecting again");
+        let endpoint = session.endpoint().to_string();
+        link.session.send_replace(Some(session.clone()));
+        link.update(|s| {
+            s.renewals = renewals;
+            s.connected = true;
+            s.endpoint = endpoint.clone();
+            s.since = crate::time::now();
+            s.last_error = None;
+        });
+        eprintln!("forwarder: connected to {endpoint}");
+        let lost = match watch(&session, link).await {
+            Ended::Renewed => {
+                // The channels under way hold the old connection, which ends with the last of
+                // them; the next one made serves everything new.
+                eprintln!("forwarder: a new connection takes over; the old one drains");
+                renewals += 1;
+                session = connect_with_backoff(machine, link).await;
+                continue;
             }
-            Err(e) => {
-                let said = e.to_string();
-                if link
-                    .status
-                    .lock()
-                    .expect("not poisoned")
-                    .last_error
-                    .as_ref()
-                    != Some(&said)
-                {
-                    eprintln!("forwarder: {said}");
-                }
-                link.update(|s| s.last_error = Some(said));
-                let wanted = async {
-                    tokio::time::sleep(BACKOFF_FIRST).await;
-                    link.wanted.notified().await;
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = wanted => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            Ended::Closed => "closed",
+            Ended::Silent => "stopped answering",
+        };
+        link.session.send_replace(None);
+        link.update(|s| {
+            s.connected = false;
+            s.since = crate::time::now();
+            s.reconnects += 1;
+            s.last_error = Some(format!("the connection to {endpoint} {lost}"));
+        });
+        eprintln!("forwarder: the connection to {endpoint} {lost}; connecting again");
+        let old = session.clone();
+        session = tokio::select! {
+            true = old.answers() => {
+                eprintln!("forwarder: the connection to {endpoint} answers again");
+                old
             }
-        }
+            new = connect_with_backoff(machine, link) => {
+                old.disconnect().await;
+                new
+            }
+        };
     }
 }
 
-/// Return once the connection is closed, or found broken when a channel would not open.
-async fn watch_until_closed(session: &Session, link: &Link) {
+/// A new connection, trying again with backoff (cut short when a client waits for one) until
+/// one is made.
+async fn connect_with_backoff(machine: &impl Connect, link: &Link) -> Arc<Session> {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, machine.connect()).await;
+        let said = match attempt {
+            Ok(Ok(session)) => return Arc::new(session),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no SSH handshake within {} s", ATTEMPT_DEADLINE.as_secs()),
+        };
+        let repeated = link
+            .status
+            .lock()
+            .expect("not poisoned")
+            .last_error
+            .as_ref()
+            == Some(&said);
+        if !repeated {
+            eprintln!("forwarder: {said}");
+        }
+        link.update(|s| s.last_error = Some(said));
+        let wanted = async {
+            tokio::time::sleep(BACKOFF_FIRST).await;
+            link.wanted.notified().await;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = wanted => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Serve on `session` until it closes, falls silent, or a renewal is asked for. It is asked
+/// every `KEEPALIVE_INTERVAL` whether it answers, and counts as silent after `SILENT_AFTER`
+/// without an answer: as soon as a command's own connection would give up.
+async fn watch(session: &Session, link: &Link) -> Ended {
     loop {
         tokio::select! {
-            () = session.closed() => return,
+            () = session.closed() => return Ended::Closed,
+            () = link.renew.notified() => return Ended::Renewed,
             () = link.broken.notified() => {
                 // One failed channel may be the service's fault, not the connection's.
-                if session.capture(None, "true").await.is_err() {
-                    return;
+                match tokio::time::timeout(SILENT_AFTER, session.capture(None, "true")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Ended::Closed,
+                    Err(_) => return Ended::Silent,
+                }
+            }
+            () = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
+                match tokio::time::timeout(SILENT_AFTER, session.answers()).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ended::Closed,
+                    Err(_) => return Ended::Silent,
                 }
             }
         }
@@ -331,10 +366,11 @@ async fn serve_engine(listener: &UnixListener, link: &Arc<Link>) {
 }
 
 /// Each connection to the kept socket served as an SSH session whose channels are opened on the
-/// forwarder's connection. While that connection is down, clients are turned away at once and
-/// connect by themselves.
+/// forwarder's connection. While that connection is being made again (or a silent one may
+/// answer again: the laptop woke), a client waits for it as the engine socket's do, up to
+/// `WAIT_FOR_LINK`; then it is turned away and connects by itself.
 async fn serve_kept(listener: &UnixListener, link: &Arc<Link>) {
-    let mut server: Option<KeptServer> = None;
+    let server: Arc<Mutex<Option<KeptServer>>> = Arc::default();
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -343,20 +379,29 @@ async fn serve_kept(listener: &UnixListener, link: &Arc<Link>) {
                 continue;
             }
         };
-        let Some(session) = link.current() else {
-            continue;
-        };
-        if server.is_none() {
-            match KeptServer::new(session.endpoint()) {
-                Ok(made) => server = Some(made),
+        let (link, server) = (link.clone(), server.clone());
+        tokio::spawn(async move {
+            let Some(session) = link.session().await else {
+                return;
+            };
+            let made = {
+                let mut slot = server.lock().expect("not poisoned");
+                match &*slot {
+                    Some(made) => Ok(made.clone()),
+                    None => {
+                        KeptServer::new(session.endpoint()).map(|made| slot.insert(made).clone())
+                    }
+                }
+            };
+            let server = match made {
+                Ok(server) => server,
                 Err(e) => {
                     eprintln!("forwarder: cannot offer the kept connection: {e}");
-                    continue;
+                    return;
                 }
-            }
-        }
-        let server = server.clone().expect("made above");
-        link.update(|s| s.kept_sessions += 1);
-        tokio::spawn(async move { server.serve(client, session).await });
+            };
+            link.update(|s| s.kept_sessions += 1);
+            server.serve(client, session).await
+        });
     }
 }

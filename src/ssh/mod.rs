@@ -32,8 +32,11 @@ pub use known_hosts::{Pin, fingerprint};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A silent peer is declared dead after `KEEPALIVE_MAX` unanswered probes this far apart:
 /// about 12 s, inside the 15 s a user waits for a dropped connection to be reported.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 const KEEPALIVE_MAX: usize = 3;
+/// How long a keepalive may go unanswered before the peer counts as silent.
+pub const SILENT_AFTER: Duration =
+    Duration::from_secs(KEEPALIVE_INTERVAL.as_secs() * KEEPALIVE_MAX as u64);
 
 /// Where and as whom to connect, and where that machine's host key is pinned.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -224,9 +227,15 @@ impl client::Handler for Client {
 impl Session {
     /// Connect, verify the host key against the pin, authenticate, and pin the key on first use.
     pub async fn connect(endpoint: &Endpoint) -> Result<Session> {
+        Session::connect_with(endpoint, Silence::Ends).await
+    }
+
+    /// `connect`, choosing what a peer that stops answering does to the connection.
+    pub async fn connect_with(endpoint: &Endpoint, silence: Silence) -> Result<Session> {
         let key = load_identity(&endpoint.identity)?;
         let stream = crate::quick_ack::QuickAckStream::connect(&endpoint.host, endpoint.port);
-        Session::handshake(endpoint, key, Trust::Pinned(endpoint.pin()), stream).await
+        let trust = Trust::Pinned(endpoint.pin());
+        Session::handshake(endpoint, key, trust, stream, silence).await
     }
 
     /// Connect through the forwarder's kept connection to the machine (its private socket
@@ -236,7 +245,8 @@ impl Session {
         let key = load_identity(&endpoint.identity)?;
         let own = key.public_key().clone();
         let stream = tokio::net::UnixStream::connect(socket);
-        let session = Session::handshake(endpoint, key, Trust::Own(own), stream).await?;
+        let session =
+            Session::handshake(endpoint, key, Trust::Own(own), stream, Silence::Ends).await?;
         tracing::debug!("through the kept connection at {}", socket.display());
         Ok(session)
     }
@@ -246,6 +256,7 @@ impl Session {
         key: PrivateKey,
         trust: Trust,
         stream: impl Future<Output = std::io::Result<S>>,
+        silence: Silence,
     ) -> Result<Session>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -267,7 +278,7 @@ impl Session {
         let attempt = async {
             let stream = stream.await.map_err(russh::Error::IO)?;
             let mut handle =
-                client::connect_stream(Arc::new(client_config()), stream, client).await?;
+                client::connect_stream(Arc::new(client_config(silence)), stream, client).await?;
             let hash = match key.algorithm() {
                 russh::keys::Algorithm::Rsa { .. } => {
                     handle.best_supported_rsa_hash().await?.flatten()
@@ -391,6 +402,21 @@ impl Session {
         })
     }
 
+    /// Whether the peer answers a keepalive (waiting as long as that takes); false once the
+    /// connection is gone.
+    pub async fn answers(&self) -> bool {
+        self.handle.send_ping().await.is_ok() && !self.is_closed()
+    }
+
+    /// End the connection, and with it every channel on it, without waiting long for a peer
+    /// that may be gone.
+    pub async fn disconnect(&self) {
+        let bye = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en");
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+    }
+
     /// Whether the connection is gone (keepalives unanswered, the server went away).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
@@ -483,9 +509,19 @@ fn first_pin_notice(endpoint: &Endpoint, fingerprint: &str) -> String {
     )
 }
 
-fn client_config() -> client::Config {
+/// What a peer that stops answering does to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// It ends after `KEEPALIVE_MAX` unanswered keepalives: a command reports the loss.
+    Ends,
+    /// Nothing: the owner asks with `Session::answers` and decides. The forwarder's connection
+    /// must outlive a VM frozen by the laptop's sleep, which answers again at the thaw.
+    Waits,
+}
+
+fn client_config(silence: Silence) -> client::Config {
     let mut config = client::Config {
-        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_interval: (silence == Silence::Ends).then_some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         window_size: 16 << 20,

@@ -498,6 +498,53 @@ fn n10n_dev_s_own_commands_go_through_the_kept_connection_and_fall_back_without_
 }
 
 #[test]
+fn a_frozen_machine_keeps_what_goes_through_the_forwarder() {
+    let sshd = Sshd::start();
+    let f = Forwarded::up(&sshd, "");
+    let sessions = f.kept_sessions();
+    let mut run = f
+        .project
+        .cmd(&["run", "--no-sync", "--", "sh", "-c", "sleep 1; echo run-ok"]);
+    run.env("DOCKER_CONFIG", f.docker_config.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().unwrap();
+    wait_for("the run to go through", Duration::from_secs(20), || {
+        (f.kept_sessions() > sessions).then_some(())
+    });
+    // The laptop sleeps: the whole machine freezes until the forwarder finds it silent.
+    sshd.freeze();
+    let forwarder = f.project.home.path().join("vms/test-vm/forwarder.json");
+    let connected = || -> Option<bool> {
+        let status: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&forwarder).ok()?).ok()?;
+        status["connected"].as_bool()
+    };
+    wait_for(
+        "the forwarder to find it silent",
+        Duration::from_secs(20),
+        || (connected() == Some(false)).then_some(()),
+    );
+    sshd.thaw();
+    // It wakes: the old connection answers again, and the run on it ends as it would have.
+    let run = run.wait_with_output().unwrap();
+    assert_eq!(
+        (run.status.code(), stdout(&run).as_str()),
+        (Some(0), "run-ok\n"),
+        "{}",
+        stderr(&run)
+    );
+    wait_for(
+        "the forwarder to be connected",
+        Duration::from_secs(10),
+        || (connected() == Some(true)).then_some(()),
+    );
+    let out = f.n10n(&["run", "--no-sync", "--", "echo", "after"]);
+    assert_eq!(stdout(&out), "after\n", "{}", stderr(&out));
+}
+
+#[test]
 fn provisioning_renews_the_forwarder_without_cutting_what_goes_through_it() {
     let sshd = Sshd::start();
     let f = Forwarded::up(&sshd, "");

@@ -182,15 +182,25 @@ impl Sshd {
     }
 
     /// Send `signal` to this server's per-connection sshd processes (not the session commands).
-    pub fn signal_connections(&self, signal: &str) {
+    pub fn signal_connections(&self, signal_name: &str) {
         for pid in self.descendants() {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim().starts_with("sshd") {
-                let _ = Command::new("kill")
-                    .args([&format!("-{signal}"), &pid.to_string()])
-                    .status();
+                signal(pid, signal_name);
             }
         }
+    }
+
+    /// Freeze the whole server as a laptop's sleep freezes a VM: its listener (the kernel still
+    /// accepts a new connection, which then waits) and every connection.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "STOP");
+        self.signal_connections("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal_connections("CONT");
+        signal(self.child.id(), "CONT");
     }
 
     /// Stop the server and every connection, keeping its directory (and host key).
@@ -202,9 +212,16 @@ impl Sshd {
     }
 }
 
+/// `kill -SIGNAL PID`.
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
-        self.signal_connections("CONT");
+        self.thaw();
         self.signal_connections("KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
