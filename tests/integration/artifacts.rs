@@ -68,7 +68,7 @@ fn ci_and_bench_scripts_pass_shellcheck() {
     for dir in [".ci", "bench", "tests/java-base"] {
         for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e == "sh") {
+            if path.is_file() && path.extension().is_none_or(|e| e == "sh") {
                 scripts.push(path.to_str().unwrap().to_string());
             }
         }
