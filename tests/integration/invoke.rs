@@ -380,9 +380,20 @@ fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
         started.elapsed()
     };
     // The first build happens before serving: the project as it is, not the last build.
-    wait_for("the Invoke API", Duration::from_secs(120), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            serve.0.try_wait().unwrap().is_none(),
+            "invoke --serve ended:\n{}",
+            said()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Invoke API did not answer within 120 s:\n{}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     answers("one", 30);
 
     // Ignored paths change nothing.
