@@ -467,8 +467,10 @@ async fn transfer(
         };
         let Some(chunk) = chunk else { break };
         bar.advance(chunk.len() as u64);
+        // Owned bytes leave in packets of the server's size; `data` would send 8 KiB packets,
+        // which cost sshd dearly (see `ssh::exec::forward_stdin`).
         let sent = tokio::select! {
-            sent = job.writer.data(&chunk[..]) => sent.is_ok(),
+            sent = job.writer.data_bytes(chunk) => sent.is_ok(),
             done = &mut job.output => { finished = Some(done); false }
         };
         if !sent {
