@@ -400,8 +400,9 @@ async fn serve_kept(listener: &UnixListener, link: &Arc<Link>) {
                     return;
                 }
             };
-            link.update(|s| s.kept_sessions += 1);
-            server.serve(client, session).await
+            let counted = link.clone();
+            let authenticated = move || counted.update(|s| s.kept_sessions += 1);
+            server.serve(client, session, authenticated).await
         });
     }
 }

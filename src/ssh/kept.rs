@@ -39,11 +39,19 @@ impl KeptServer {
     }
 
     /// Serve one client on `stream`, its channels opened on `machine`, until either ends.
-    pub async fn serve(&self, stream: UnixStream, machine: Arc<Session>) {
+    /// `authenticated` is called once the client has proved itself: a command that gave up
+    /// waiting and left is no session.
+    pub async fn serve(
+        &self,
+        stream: UnixStream,
+        machine: Arc<Session>,
+        authenticated: impl FnOnce() + Send + 'static,
+    ) {
         let client = Downstream {
             machine: machine.clone(),
             identity: self.identity.clone(),
             listeners: Vec::new(),
+            authenticated: Some(Box::new(authenticated)),
         };
         let running = match server::run_stream(self.config.clone(), stream, client).await {
             Ok(running) => running,
@@ -103,6 +111,7 @@ struct Downstream {
     identity: PublicKey,
     /// The machine's ports this client asked to have forwarded, each accepting in a task.
     listeners: Vec<JoinHandle<()>>,
+    authenticated: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Drop for Downstream {
@@ -121,12 +130,13 @@ impl server::Handler for Downstream {
         _user: &str,
         key: server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(
-            match key.public_key.key_data() == self.identity.key_data() {
-                true => Auth::Accept,
-                false => Auth::reject(),
-            },
-        )
+        if key.public_key.key_data() != self.identity.key_data() {
+            return Ok(Auth::reject());
+        }
+        if let Some(authenticated) = self.authenticated.take() {
+            authenticated();
+        }
+        Ok(Auth::Accept)
     }
 
     async fn channel_open_session(
