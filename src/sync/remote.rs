@@ -54,8 +54,8 @@ const AGENT: &str = include_str!("scripts/agent.pl");
 const LISTER: &str = include_str!("scripts/lister.pl");
 
 /// Applies the operations list: deletes, then renames from staging. Refuses to write through a
-/// symlink or outside the replica. Args: staging dir, ops file, new replica id (or empty), the
-/// file that holds the id, and the replica directory's identity (see `identify`), recorded with it.
+/// symlink or outside the replica. Args: staging dir, ops file, `fresh` (the staging directory may
+/// take an empty replica's place: then it prints `replaced`), the replica directory.
 const APPLY: &str = include_str!("scripts/apply.pl");
 
 /// Shell functions.
@@ -63,6 +63,7 @@ const APPLY: &str = include_str!("scripts/apply.pl");
 /// - `refuse_unsafe ROOT CODE` prints `unsafe ROOT` and exits with CODE when ROOT is `/`, a system directory,
 ///   the user's home as this machine resolves it, or one of the home's parents: a replica there
 ///   would have its neighbours deleted.
+/// - `take_identity` sets `here`, the working directory's `device:inode:birth time`.
 /// - `identify` sets `here` (the replica directory's `device:inode:birth time`: a directory made
 ///   again right after it was deleted often gets the same inode back) and `ours`: whether the
 ///   marker beside it was written for this very directory (a marker of an earlier release, which

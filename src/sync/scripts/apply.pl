@@ -1,9 +1,12 @@
 use strict;
 use File::Path qw(remove_tree);
-my ($staging, $ops, $marker, $marker_file, $here, $fresh, $root) = @ARGV;
+my ($staging, $ops, $fresh, $root) = @ARGV;
 open(my $fh, '<', $ops) or die "cannot read $ops: $!\n";
 my @fields = do { local $/ = "\0"; map { chomp; $_ } <$fh> };
-@fields = () if $fresh && replace_root();
+if ($fresh && replace_root()) {
+  @fields = ();
+  print "replaced\n";
+}
 my %checked;
 sub parents_are_dirs {
   my @parts = split m{/}, shift; pop @parts;
@@ -37,24 +40,14 @@ while (@fields) {
   }
   else { die "unknown operation $op\n"; }
 }
-if ($marker ne '') {
-  open(my $out, '>', "$marker_file.new") or die "cannot write marker: $!\n";
-  print $out "$marker $here";
-  close($out) or die "cannot write marker: $!\n";
-  rename("$marker_file.new", $marker_file) or die "cannot write marker: $!\n";
-}
 # The staged directory becomes the replica, if that is still empty, with the mode it has. A
 # rename onto an empty directory replaces it atomically; when it cannot (the replica filled up
-# meanwhile, or is a mount point), the operations move the entries instead. The replica is a new
-# directory now: its identity, recorded with the id, is taken again.
+# meanwhile, or is a mount point), the operations move the entries instead. Says `replaced`: the
+# replica is a new directory, whose identity the caller takes again.
 sub replace_root {
   return 0 if grep { $_ eq 'D' } @fields[grep { $_ % 2 == 0 } 0..$#fields];
   my $mode = (stat $root)[2] // return 0;
   unlink $ops or return 0;
   chmod($mode & 07777, $staging) or return 0;
-  return 0 unless rename($staging, $root);
-  chdir $root or die "cannot enter $root: $!\n";
-  ($here = `stat -c %d:%i:%w .`) =~ s/\n$//;
-  $here =~ s/ /_/g;
-  return 1;
+  return rename($staging, $root);
 }

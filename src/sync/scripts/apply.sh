@@ -44,6 +44,11 @@ start_agent "$root"
 # fresh pages at each step (up to 4 MiB with its 2 MiB window). Where stdin is no pipe, nothing.
 perl -e "fcntl(STDIN, 1031, 1 << 20)" 2>/dev/null || :
 tar -x -f - -C "$s" --no-same-owner
-perl -e "$apply_script" "$s" "$s/$ops" "$marker" "$meta/replica-id" "$here" "$fresh" "$root"
+replaced=$(perl -e "$apply_script" "$s" "$s/$ops" "$fresh" "$root")
+if [ -n "$marker" ]; then
+  if [ -n "$replaced" ]; then cd -- "$root"; take_identity; fi
+  printf '%s %s' "$marker" "$here" > "$meta/replica-id.new"
+  mv -f -- "$meta/replica-id.new" "$meta/replica-id"
+fi
 rm -rf -- "$s"
 echo "applied $agent"

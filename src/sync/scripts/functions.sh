@@ -14,10 +14,15 @@ refuse_unsafe() {
   case "$home/" in "$1"/*) unsafe "$1" "$2" ;; esac
 }
 
-# Builtins where a program would do: every process a probe starts is time a no-op sync waits.
-identify() {
+# The working directory's device:inode:birth time, spaces made `_`, in `here`.
+take_identity() {
   here=$(stat -c %d:%i:%w .)
   while :; do case $here in *' '*) here="${here%% *}_${here#* }" ;; *) break ;; esac; done
+}
+
+# Builtins where a program would do: every process a probe starts is time a no-op sync waits.
+identify() {
+  take_identity
   id=
   [ -f "$meta/replica-id" ] && { IFS= read -r id < "$meta/replica-id" || :; }
   case "$id" in
