@@ -6,8 +6,20 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/n10n-bench.XXXXXX)
-# `up` starts a forwarder: end it by its pid too.
-trap 'cat "$WORK"/state/vms/*/forwarder.pid 2>/dev/null | xargs -r kill 2>/dev/null; kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# At exit: what the script added with `on_exit CMD` (last first), then the forwarder that `up`
+# starts and the sshd, each by its pid, and $WORK. Without `set -e`: a step that fails (a
+# process already gone) must not leave the rest undone.
+EXIT_STEPS=()
+on_exit() { EXIT_STEPS+=("$1"); }
+clean_up() {
+  set +e
+  local i
+  for ((i = ${#EXIT_STEPS[@]} - 1; i >= 0; i--)); do eval "${EXIT_STEPS[i]}"; done
+  cat "$WORK"/state/vms/*/forwarder.pid 2>/dev/null | xargs -r kill 2>/dev/null
+  kill "$(cat "$WORK/sshd.pid" 2>/dev/null)" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap clean_up EXIT
 
 # N10N_BIN: use this binary instead of building a release one (CI checks reuse the test build).
 if [ -n "${N10N_BIN:-}" ]; then
