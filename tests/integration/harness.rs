@@ -11,7 +11,17 @@ use tempfile::TempDir;
 pub const BIN: &str = env!("CARGO_BIN_EXE_n10n-dev");
 
 /// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_or_show(what, timeout, check, String::new)
+}
+
+/// `wait_for`, whose failure also shows what `show` returns then (a server's log, say).
+pub fn wait_for_or_show<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    show: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
@@ -19,7 +29,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            show()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

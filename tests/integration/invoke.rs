@@ -380,20 +380,12 @@ fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
         started.elapsed()
     };
     // The first build happens before serving: the project as it is, not the last build.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            serve.0.try_wait().unwrap().is_none(),
-            "invoke --serve ended:\n{}",
-            said()
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Invoke API did not answer within 120 s:\n{}",
-            said()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let api_up = || {
+        let ended = serve.0.try_wait().unwrap().is_some();
+        assert!(!ended, "invoke --serve ended:\n{}", said());
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    };
+    wait_for_or_show("the Invoke API", Duration::from_secs(120), api_up, said);
     answers("one", 30);
 
     // Ignored paths change nothing.
