@@ -125,6 +125,8 @@ pub struct SyncConfig {
 pub struct ImageConfig {
     pub build: Option<String>,
     pub name: String,
+    /// `[image] name` was set (else `name` is the project directory's).
+    pub name_given: bool,
     pub tag: String,
     pub platform: Platform,
 }
@@ -674,6 +676,7 @@ impl RawConfig {
             },
             image: ImageConfig {
                 build: self.image.build,
+                name_given: self.image.name.is_some(),
                 name: self.image.name.unwrap_or_else(|| project.to_string()),
                 tag: self.image.tag.unwrap_or_else(|| "dev".into()),
                 platform: self

@@ -152,7 +152,7 @@ pub fn given_or_last_built(given: Option<String>, vm_dir: &Path) -> Result<Strin
 }
 
 /// What `docker image inspect` says of one image.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ImageFacts {
     pub id: String,
     pub tags: Vec<String>,
@@ -162,6 +162,9 @@ pub struct ImageFacts {
     /// `v8` for arm64 images that say so.
     pub variant: Option<String>,
     pub created: String,
+    /// When the engine last put a tag on it (`Metadata.LastTagTime`; a cached rebuild that
+    /// tags it again moves it). Empty where the engine does not say.
+    pub last_tag_time: String,
     pub labels: serde_json::Map<String, Value>,
     /// The engine stores it as an image index (manifest list): Lambda would refuse it. Only
     /// engines with the containerd image store report this (`Descriptor.mediaType`).
@@ -199,6 +202,7 @@ pub fn parse_inspect(image: &Value) -> ImageFacts {
         architecture: text(&image["Architecture"]),
         variant: image["Variant"].as_str().map(str::to_string),
         created: text(&image["Created"]),
+        last_tag_time: text(&image["Metadata"]["LastTagTime"]),
         labels: image["Config"]["Labels"]
             .as_object()
             .cloned()

@@ -77,7 +77,7 @@ impl Context {
         let names_its_image =
             config.build.is_none() && !self.project.root.join("build.sbt").is_file();
         let (place, before) = self
-            .provisioned_and_listed(machine, names_its_image)
+            .provisioned_and_listed(machine, names_its_image, &reference)
             .await?;
         let env = vec![
             ("N10N_IMAGE".to_string(), reference.clone()),
@@ -106,7 +106,13 @@ impl Context {
                     "the build succeeded but there is no image {reference}"
                 ))
             })?,
-            false => find_built(&place, &before, &reference).await?,
+            false => {
+                let found = find_built(&place, &before, &reference, config.name_given).await?;
+                if let Some(note) = found.note.filter(|_| !self.quiet) {
+                    eprintln!("build-image: {note}");
+                }
+                found.image
+            }
         };
         let tag = image
             .tags
@@ -128,17 +134,18 @@ impl Context {
     }
 
     /// The machine provisioned (a new session if the scripts ran) and, unless the build names
-    /// its image, the images it held before the build. The stamp check and the listing go in
+    /// its image, what the engine held before the build. The stamp check and the listing go in
     /// parallel; on a machine that was not provisioned yet the listing is taken again
     /// afterwards (there was no Docker to ask).
     async fn provisioned_and_listed(
         &self,
         machine: Machine,
         names_its_image: bool,
-    ) -> Result<(Machine, Vec<String>)> {
+        reference: &str,
+    ) -> Result<(Machine, Before)> {
         let list = async |machine: &Machine| match names_its_image {
-            true => Ok(Vec::new()),
-            false => image::image_ids(machine).await,
+            true => Ok(Before::default()),
+            false => Before::take(machine, reference).await,
         };
         let Some(session) = machine.session() else {
             let before = list(&machine).await?;
@@ -157,10 +164,85 @@ impl Context {
     }
 }
 
-/// The image the build made: among those that were not there before, one named `[image] name`
-/// if any (other builds may share the engine), else the newest; when nothing is new (a cached
-/// rebuild), the expected name:tag.
-async fn find_built(place: &Machine, before: &[String], reference: &str) -> Result<ImageFacts> {
+/// What the engine held before a build that does not name its image.
+#[derive(Default)]
+struct Before {
+    ids: Vec<String>,
+    /// The expected name:tag, if it existed.
+    expected: Option<ImageFacts>,
+}
+
+impl Before {
+    async fn take(machine: &Machine, reference: &str) -> Result<Before> {
+        let (ids, expected) = tokio::join!(
+            image::image_ids(machine),
+            image::inspect(machine, reference)
+        );
+        Ok(Before {
+            ids: ids?,
+            expected: expected?,
+        })
+    }
+}
+
+/// The image a build made, and why it was taken when that is not plain to see.
+struct Found {
+    image: ImageFacts,
+    note: Option<String>,
+}
+
+/// The image the build made, from what the engine holds now against what it held before (other
+/// builds may share the engine: see `choose`).
+async fn find_built(
+    machine: &Machine,
+    before: &Before,
+    reference: &str,
+    name_given: bool,
+) -> Result<Found> {
+    let (after, expected) = tokio::join!(
+        image::image_ids(machine),
+        image::inspect(machine, reference)
+    );
+    let mut new = Vec::new();
+    for id in after?.iter().filter(|id| !before.ids.contains(id)) {
+        new.extend(image::inspect(machine, id).await?);
+    }
+    choose(
+        before.expected.as_ref(),
+        expected?,
+        new,
+        reference,
+        name_given,
+    )
+    .ok_or_else(|| {
+        Error::Other(format!(
+            "the build made no new image and there is no {reference}: set [image] name and tag \
+             to what the build produces"
+        ))
+    })
+}
+
+/// In order: the expected name:tag if the build tagged it (its id or its last tag time moved: a
+/// fully cached rebuild tags the same id again); the newest new image named like the project;
+/// the expected name:tag as it was; and only where the project names no image, the newest new
+/// image of any name, with a note saying so. Another build on the same engine adds new images
+/// too, so an image that is merely new never wins over the project's own name.
+fn choose(
+    expected_before: Option<&ImageFacts>,
+    expected: Option<ImageFacts>,
+    new: Vec<ImageFacts>,
+    reference: &str,
+    name_given: bool,
+) -> Option<Found> {
+    let found = |image| Found { image, note: None };
+    let tagged_by_build = |now: &ImageFacts| {
+        expected_before
+            .is_none_or(|was| (&was.id, &was.last_tag_time) != (&now.id, &now.last_tag_time))
+    };
+    let expected = match expected {
+        Some(image) if tagged_by_build(&image) => return Some(found(image)),
+        other => other,
+    };
     let repository = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
     let named = |facts: &ImageFacts| {
         facts
@@ -168,27 +250,101 @@ async fn find_built(place: &Machine, before: &[String], reference: &str) -> Resu
             .iter()
             .any(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == repository))
     };
-    let after = image::image_ids(place).await?;
-    let mut best: Option<ImageFacts> = None;
-    for id in after.iter().filter(|id| !before.contains(id)) {
-        let Some(facts) = image::inspect(place, id).await? else {
-            continue;
-        };
-        let better = match &best {
-            None => true,
-            Some(b) => (named(&facts), &facts.created) > (named(b), &b.created),
-        };
-        if better {
-            best = Some(facts);
+    let newest =
+        |images: Vec<ImageFacts>| images.into_iter().max_by(|a, b| a.created.cmp(&b.created));
+    let (named_new, other_new): (Vec<_>, Vec<_>) = new.into_iter().partition(|f| named(f));
+    if let Some(image) = newest(named_new).or(expected) {
+        return Some(found(image));
+    }
+    if name_given {
+        return None;
+    }
+    newest(other_new).map(|image| {
+        let name = image.tags.first().unwrap_or(&image.id);
+        let note = format!(
+            "the build made no image named {repository}; took {name}, the newest image made \
+             since it started (set [image] name to the name the build gives its image, so that \
+             another build on the same engine cannot be taken for it)"
+        );
+        Found {
+            image,
+            note: Some(note),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, tag: Option<&str>, created: &str, tagged: &str) -> ImageFacts {
+        let json = serde_json::json!({
+            "Id": id,
+            "RepoTags": tag.into_iter().collect::<Vec<_>>(),
+            "Created": created,
+            "Metadata": {"LastTagTime": tagged},
+        });
+        image::parse_inspect(&json)
+    }
+
+    fn chosen(found: Option<Found>) -> (String, bool) {
+        let found = found.expect("an image");
+        (found.image.id, found.note.is_some())
+    }
+
+    #[test]
+    fn a_cached_rebuild_keeps_the_project_image_over_another_build_new_meanwhile() {
+        let before = image("sha256:mine", Some("worker:dev"), "t1", "t1");
+        let retagged = image("sha256:mine", Some("worker:dev"), "t1", "t5");
+        let other = image("sha256:other", Some("other:1"), "t4", "t4");
+        let found = choose(
+            Some(&before),
+            Some(retagged),
+            vec![other],
+            "worker:dev",
+            true,
+        );
+        assert_eq!(chosen(found), ("sha256:mine".into(), false));
+    }
+
+    #[test]
+    fn an_untouched_expected_image_still_beats_a_new_image_of_another_name() {
+        let before = image("sha256:mine", Some("worker:dev"), "t1", "t1");
+        let same = image("sha256:mine", Some("worker:dev"), "t1", "t1");
+        let other = image("sha256:other", Some("other:1"), "t4", "t4");
+        for name_given in [true, false] {
+            let found = choose(
+                Some(&before),
+                Some(same.clone()),
+                vec![other.clone()],
+                "worker:dev",
+                name_given,
+            );
+            assert_eq!(chosen(found), ("sha256:mine".into(), false));
         }
     }
-    if let Some(image) = best {
-        return Ok(image);
+
+    #[test]
+    fn a_new_image_named_like_the_project_beats_a_stale_expected_tag() {
+        let before = image("sha256:old", Some("worker:dev"), "t1", "t1");
+        let stale = image("sha256:old", Some("worker:dev"), "t1", "t1");
+        let made = image("sha256:made", Some("worker:0.1.0"), "t3", "t3");
+        let other = image("sha256:other", Some("other:1"), "t4", "t4");
+        let found = choose(
+            Some(&before),
+            Some(stale),
+            vec![other, made],
+            "worker:dev",
+            true,
+        );
+        assert_eq!(chosen(found), ("sha256:made".into(), false));
     }
-    image::inspect(place, reference).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "the build made no new image and there is no {reference}: set [image] name and tag \
-             to what the build produces"
-        ))
-    })
+
+    #[test]
+    fn an_image_of_another_name_only_when_the_project_names_none_and_with_a_note() {
+        let made = || image("sha256:made", Some("something:1"), "t3", "t3");
+        let found = choose(None, None, vec![made()], "dir-name:dev", false);
+        assert_eq!(chosen(found), ("sha256:made".into(), true));
+        assert!(choose(None, None, vec![made()], "worker:dev", true).is_none());
+    }
 }

@@ -223,6 +223,57 @@ fn a_build_command_project_is_found_by_the_image_it_made() {
 }
 
 #[test]
+fn a_cached_rebuild_is_not_mistaken_for_another_build_on_the_same_engine() {
+    require_docker();
+    let sshd = Sshd::start();
+    let made = unique("cached");
+    let other = unique("other-build");
+    let project = Project::with_config(
+        &sshd,
+        &format!("[image]\nbuild = \"./build.sh\"\nname = \"{made}\"\n"),
+    );
+    dockerfile_project(project.root(), false);
+    project.write(
+        "other/Dockerfile",
+        "FROM scratch\nLABEL made-by=another-terminal\n",
+    );
+    // The project's build names its image from N10N_IMAGE, so the second run is fully cached
+    // and makes no new image. Then, as a second terminal's `docker build` on the same engine
+    // would, an unrelated image appears that is new each time.
+    project.write(
+        "build.sh",
+        &format!(
+            "#!/bin/sh\nset -e\ndocker build -q -t \"$N10N_IMAGE\" .\n\
+             docker build -q --label run=\"$(date +%s%N)\" -t {other}:1 other\n"
+        ),
+    );
+    run_ok(
+        "chmod",
+        &["+x", project.root().join("build.sh").to_str().unwrap()],
+    );
+    let project_image = format!("{made}:dev");
+    for round in ["first", "fully cached"] {
+        let out = project.run(&["build-image"]);
+        assert!(out.status.success(), "{round} build: {}", stderr(&out));
+        let id = run_ok(
+            "docker",
+            &["image", "inspect", "-f", "{{.Id}}", &project_image],
+        );
+        assert!(
+            stdout(&out).starts_with(&format!(
+                "image:    {project_image}\nid:       {}",
+                stdout(&id).trim()
+            )),
+            "{round} build took another image:\n{}",
+            stdout(&out)
+        );
+        assert!(!stdout(&out).contains(&other), "{}", stdout(&out));
+    }
+    remove_image(&project_image);
+    remove_image(&format!("{other}:1"));
+}
+
+#[test]
 fn nothing_to_build_is_a_usage_error() {
     let dir = project_dir("[vm]\nbackend = \"native\"\n");
     let out = native(dir.path(), &["build-image"], &[]);
