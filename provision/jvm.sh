@@ -1,5 +1,5 @@
 #!/bin/sh
-# JDK 17 from the distribution, and sbt from Maven Central: the pinned sbt launcher jar, fetched
+# A JDK from the distribution, and sbt from Maven Central: the pinned sbt launcher jar, fetched
 # by the distribution's Apache Ivy (which resolves from Maven Central) and checked against the
 # SHA-256 below, started by a small runner in /usr/local/bin. No third-party apt repository and
 # no signing key. Debian or Ubuntu, run as root. Idempotent. The version is in this script, so
@@ -13,9 +13,16 @@ LAUNCHER=/usr/local/lib/sbt/sbt-launch-$SBT_VERSION.jar
 RUNNER=/usr/local/bin/sbt
 
 installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+available() { apt-cache show "$1" >/dev/null 2>&1; }
+
+# The JDK of the Lambda base (java21) where the distribution has it (Debian 13, Ubuntu 22.04 and
+# later); Debian 12 has 17 only, whose class files run on 21 as well. docker.sh, which runs
+# first, has read the package lists on a new machine.
+jdk=openjdk-21-jdk-headless
+installed "$jdk" || available "$jdk" || jdk=openjdk-17-jdk-headless
 
 need=""
-for package in openjdk-17-jdk-headless ivy ca-certificates; do
+for package in "$jdk" ivy ca-certificates; do
   installed "$package" || need="$need $package"
 done
 if [ -n "$need" ]; then
