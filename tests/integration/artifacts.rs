@@ -99,11 +99,16 @@ fn lima_yaml_has_what_n10n_dev_relies_on() {
         .collect();
     assert_eq!(arches, ["aarch64", "x86_64"]);
     for image in doc["images"].as_vec().unwrap() {
+        let location = image["location"].as_str().unwrap();
         assert!(
-            image["location"]
-                .as_str()
-                .unwrap()
-                .starts_with("https://cloud.debian.org/")
+            location.starts_with("https://cloud.debian.org/images/cloud/trixie/")
+                && location.contains("/debian-13-genericcloud-"),
+            "a Debian 13 genericcloud image: {location}"
+        );
+        let digest = image["digest"].as_str().unwrap_or_default();
+        assert!(
+            digest.strip_prefix("sha512:").map(str::len) == Some(128),
+            "{location} is pinned by its SHA-512: {digest:?}"
         );
     }
     assert_eq!(
