@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use russh::ChannelMsg;
 
+use crate::build_machine::Machine;
 use crate::config::{Project, Toolchain};
 use crate::error::{Error, Result, last_lines};
 use crate::progress::Step;
@@ -82,6 +83,26 @@ pub fn stamp(scripts: &[Script]) -> String {
     }
     let names: Vec<&str> = scripts.iter().map(|s| s.name).collect();
     format!("{:016x} {}", hash.finish(), names.join(","))
+}
+
+/// The Debian release of the VMs that `lima.yaml` and the `Vagrantfile` make.
+const VM_DEBIAN_RELEASE: u32 = 13;
+
+/// The machine's OS (its `PRETTY_NAME`) when it is a Debian older than the VMs n10n-dev makes
+/// now; `None` for anything else.
+pub async fn older_debian(machine: &Machine) -> Result<Option<String>> {
+    let out = machine
+        .capture(". /etc/os-release && printf '%s\\n' \"$ID\" \"$VERSION_ID\" \"$PRETTY_NAME\"")
+        .await?;
+    Ok(older_debian_in(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `older_debian` from its three lines: ID, VERSION_ID, PRETTY_NAME.
+fn older_debian_in(facts: &str) -> Option<String> {
+    let mut lines = facts.lines();
+    let (id, version, name) = (lines.next()?, lines.next()?, lines.next()?);
+    let release: u32 = version.parse().ok()?;
+    (id == "debian" && release < VM_DEBIAN_RELEASE).then(|| name.to_string())
 }
 
 /// Keep a copy of the machine's stamp under n10n-dev's state, for `status`.
@@ -163,5 +184,24 @@ async fn run_one(session: &Session, script: &Script, quiet: bool) -> Result<()> 
             code.map_or("none: connection lost".into(), |c| c.to_string()),
             last_lines(&output, 15)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_debian_older_than_the_vms_made_now_is_older() {
+        let older = older_debian_in("debian\n12\nDebian GNU/Linux 12 (bookworm)\n");
+        assert_eq!(older.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        for current in [
+            "debian\n13\nDebian GNU/Linux 13 (trixie)\n",
+            "ubuntu\n22.04\nUbuntu 22.04.5 LTS\n",
+            "debian\n\nDebian GNU/Linux forky/sid\n",
+            "",
+        ] {
+            assert_eq!(older_debian_in(current), None, "{current:?}");
+        }
     }
 }

@@ -7,9 +7,11 @@ use std::time::Instant;
 use clap::Args;
 
 use super::Context;
+use crate::build_machine::Machine;
 use crate::config::BackendKind;
 use crate::error::Result;
 use crate::machine::BringUp;
+use crate::provision;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -37,6 +39,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
         sync: true,
     };
     let machine = ctx.bring_up(how).await?;
+    if matches!(backend.kind(), BackendKind::Lima | BackendKind::Vagrant) {
+        say_once_if_older_os(ctx, &machine).await?;
+    }
     if !machine.is_local() {
         if ctx.serve_engine()? == crate::forwarder::Serving::NoEngine {
             eprintln!(
@@ -73,4 +78,31 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A VM made by an earlier release may run an older Debian than `lima.yaml` and the
+/// `Vagrantfile` give a new one: say so, once per VM, and how to get the new one. Nothing is
+/// changed: re-creating it is the user's call (its disk goes with it).
+async fn say_once_if_older_os(ctx: &Context, machine: &Machine) -> Result<()> {
+    let checked = ctx
+        .state
+        .vm_dir(&ctx.project.config.vm.name)?
+        .join("os-checked");
+    if checked.exists() {
+        return Ok(());
+    }
+    match provision::older_debian(machine).await {
+        Ok(Some(os)) => eprintln!(
+            "note: {} runs {os}, older than the Debian 13 that new VMs get (Docker 26 with buildx, \
+             JDK 21); it keeps working as it is. To re-create it (its disk is lost, the project is \
+             synced again): `n10n-dev destroy` then `n10n-dev up`",
+            ctx.project.config.vm.name
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!("cannot read the VM's /etc/os-release: {e}");
+            return Ok(());
+        }
+    }
+    crate::state::write_atomically(&checked, b"")
 }

@@ -154,6 +154,27 @@ fn up_creates_provisions_pins_and_syncs_then_is_a_no_op() {
     );
 }
 
+/// The stand-in's VM is this host: on a Debian older than 13 (CI's Debian 12), `up` says once
+/// that the VM is older than new ones and how to re-create it.
+#[test]
+fn up_says_once_that_an_older_debian_vm_could_be_made_anew() {
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let older = os.lines().any(|l| l == "ID=debian")
+        && os
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_ID="))
+            .and_then(|v| v.trim_matches('"').parse::<u32>().ok())
+            .is_some_and(|release| release < 13);
+    let lima = Lima::new();
+    let first = stderr(&lima.ok(&["up"]));
+    let said = first.contains("older than the Debian 13 that new VMs get")
+        && first.contains("`n10n-dev destroy` then `n10n-dev up`");
+    assert_eq!(said, older, "{first}");
+    let second = stderr(&lima.ok(&["up"]));
+    assert!(!second.contains("older than"), "said twice: {second}");
+    assert_eq!(lima.provision_runs(), 1, "the note changes nothing");
+}
+
 #[test]
 fn stop_then_up_resumes_and_a_stopped_vm_is_reported() {
     let lima = Lima::new();
