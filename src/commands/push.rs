@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::Context;
+use crate::config::PushAuth;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image;
@@ -32,6 +33,11 @@ pub struct PushArgs {
     /// Print repository, tags, digest, media type and size as JSON
     #[arg(long)]
     pub json: bool,
+
+    /// Log in with `aws ecr get-login-password` and send that token to this registry, whatever
+    /// its name (ECR behind a VPC endpoint, say): as [push] auth = "ecr", vouched for by you
+    #[arg(long)]
+    pub send_ecr_token: bool,
 }
 
 pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
@@ -40,7 +46,11 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
     let vm_dir = ctx.state.vm_dir(&ctx.project.config.vm.name)?;
     let named = image::given_or_last_built(args.image, &vm_dir)?;
     let tags = tags(args.tags, &named)?;
-    let target = Target::resolve(repository, config.auth, &config.region)?;
+    let auth = match args.send_ecr_token {
+        true => PushAuth::Ecr,
+        false => config.auth,
+    };
+    let target = Target::resolve(repository, auth, &config.region, args.send_ecr_token)?;
 
     let BuiltImage {
         name: image,
@@ -105,7 +115,8 @@ fn say_where_credentials_go(vm_dir: &std::path::Path, registry: &str, host: &str
         return Ok(());
     }
     eprintln!(
-        "push: your credentials for {registry} go to the Docker engine on {host} ([ssh] host),          which pushes with them; said once per registry and host"
+        "push: your credentials for {registry} go to the Docker engine on {host} ([ssh] host), \
+         which pushes with them; said once per registry and host"
     );
     crate::state::write_atomically(&record, format!("{known}{pair}\n").as_bytes())
 }

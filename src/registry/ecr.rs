@@ -7,17 +7,25 @@ use std::process::{Command, Stdio};
 use super::Credentials;
 use crate::error::{Error, Result};
 
-/// The region in an ECR registry host name: `<12 digits>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`.
+/// The region in an ECR registry host name, `<12 digits>.dkr.ecr[-fips].<region>.amazonaws.com`
+/// or `….amazonaws.com.cn`, matched whole: a host that merely starts like one
+/// (`….amazonaws.com.evil.example`) is not ECR, and never gets an ECR token.
 pub fn region_of(host: &str) -> Option<String> {
-    let parts: Vec<&str> = host.split('.').collect();
-    let is_ecr = parts.len() >= 6
-        && parts[0].len() == 12
-        && parts[0].bytes().all(|b| b.is_ascii_digit())
-        && parts[1] == "dkr"
-        && (parts[2] == "ecr" || parts[2] == "ecr-fips")
-        && parts[4] == "amazonaws"
-        && parts[5] == "com";
-    is_ecr.then(|| parts[3].to_string())
+    let host = host.to_ascii_lowercase();
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let (account, rest) = rest.split_once('.')?;
+    let rest = rest.strip_prefix("dkr.")?;
+    let region = rest
+        .strip_prefix("ecr.")
+        .or_else(|| rest.strip_prefix("ecr-fips."))?;
+    let is_account = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let is_region = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (is_account && is_region).then(|| region.to_string())
 }
 
 /// The command that creates the ECR repository `repository` (its name, without the host).
@@ -74,5 +82,26 @@ mod tests {
         assert_eq!(region_of("public.ecr.aws"), None);
         assert_eq!(region_of("127.0.0.1:5000"), None);
         assert_eq!(region_of("12345.dkr.ecr.eu-west-1.amazonaws.com"), None);
+        assert_eq!(
+            region_of("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").as_deref(),
+            Some("cn-north-1")
+        );
+    }
+
+    #[test]
+    fn a_host_that_only_starts_or_ends_like_ecr_is_not_ecr() {
+        for host in [
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com.cn.evil.example",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com:443",
+            "evil.example.123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.evil.amazonaws.com",
+            "123456789012.dkr.ecr..amazonaws.com",
+            "123456789012.dkr.ecr.amazonaws.com",
+            "123456789012.dkr.s3.eu-west-1.amazonaws.com",
+            "12345678901a.dkr.ecr.eu-west-1.amazonaws.com",
+        ] {
+            assert_eq!(region_of(host), None, "{host}");
+        }
     }
 }

@@ -330,7 +330,18 @@ fn ecr_tokens_come_from_the_aws_cli() {
             aws_home.path().join("credentials"),
         );
     };
+    // The registry is on 127.0.0.1, not named like ECR: the token goes there only when the
+    // user says so on the command line.
     let mut cmd = p.cmd(&["--tag", "42"]);
+    with_aws(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert_exit_saying(&out, 2, "is not an ECR registry's name");
+    assert!(
+        stderr(&out).contains("--send-ecr-token"),
+        "{}",
+        stderr(&out)
+    );
+    let mut cmd = p.cmd(&["--tag", "42", "--send-ecr-token"]);
     with_aws(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -346,7 +357,7 @@ fn ecr_tokens_come_from_the_aws_cli() {
     );
 
     // No AWS credentials at all: the CLI's own complaint, and the next step.
-    let mut cmd = p.cmd(&["--tag", "43"]);
+    let mut cmd = p.cmd(&["--tag", "43", "--send-ecr-token"]);
     with_aws(&mut cmd);
     let out = cmd
         .env_remove("AWS_ACCESS_KEY_ID")
@@ -356,4 +367,48 @@ fn ecr_tokens_come_from_the_aws_cli() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("aws sso login"), "{}", stderr(&out));
     drop(moto);
+}
+
+/// A host that starts like an ECR registry's name and goes on (`….amazonaws.com.evil.example`)
+/// is not ECR: no token is asked of the AWS CLI for it, with `[push] auth` left to recognise ECR
+/// or set to "ecr". Harmless if the defect came back: the AWS CLI is a stand-in, and the image
+/// does not exist, so the push ends before anything would be sent anywhere.
+#[test]
+fn a_look_alike_of_an_ecr_host_gets_no_token() {
+    let sshd = Sshd::start();
+    let look_alike = "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example/team/app";
+    let stand_in = tempfile::tempdir().unwrap();
+    let asked = stand_in.path().join("asked");
+    std::fs::write(
+        stand_in.path().join("aws"),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho stand-in-token\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        "chmod",
+        &["+x", stand_in.path().join("aws").to_str().unwrap()],
+    );
+    let path = format!(
+        "{}:{}",
+        stand_in.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let missing = format!("n10n-test-{}-never-built:1", std::process::id());
+    for (auth, code) in [("", 1), ("auth = \"ecr\"\n", 2)] {
+        let project = Project::with_config(&sshd, &format!("[push]\n{auth}"));
+        let out = project
+            .cmd(&["push", &missing, "--to", look_alike])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{auth:?}: {}", stderr(&out));
+        assert!(
+            !asked.exists(),
+            "{auth:?}: the AWS CLI was asked for a token for {look_alike}: {}",
+            std::fs::read_to_string(&asked).unwrap_or_default()
+        );
+    }
 }
