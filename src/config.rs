@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use crate::error::{Error, IoContext, Result};
+use crate::user_config::{self, UserConfig};
 
 pub const FILE_NAME: &str = "n10n-dev.toml";
 
@@ -19,6 +20,8 @@ pub struct Project {
     pub root: PathBuf,
     pub name: String,
     pub config: Config,
+    /// The configuration files that were read: the project's, the user's.
+    pub files_read: Vec<PathBuf>,
 }
 
 impl Project {
@@ -38,15 +41,25 @@ impl Project {
             ),
         };
         let name = project_name(&root);
+        let user = user_config::load()?;
         let config = match &file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .context(|| format!("cannot read {}", path.display()))?;
-                RawConfig::parse(&text, path)?.resolve(&name, Some((path, &text)))?
+                RawConfig::parse(&text, path)?.resolve(&name, Some((path, &text)), &user)?
             }
-            None => RawConfig::default().resolve(&name, None)?,
+            None => RawConfig::default().resolve(&name, None, &user)?,
         };
-        Ok(Project { root, name, config })
+        let files_read = file
+            .into_iter()
+            .chain(user.path.filter(|_| user.read))
+            .collect();
+        Ok(Project {
+            root,
+            name,
+            config,
+            files_read,
+        })
     }
 }
 
@@ -250,6 +263,8 @@ pub struct PushConfig {
     pub auth: PushAuth,
     /// The ECR region when the host name does not say it (a VPC endpoint, say).
     pub region: String,
+    /// Hosts outside the ECR pattern that may get an ECR token (the user's own config only).
+    pub ecr_hosts: Vec<String>,
 }
 
 /// How `push` finds credentials for the registry.
@@ -604,7 +619,8 @@ struct RawBase {
 struct RawForward {
     ports: Option<Vec<StaticForward>>,
     auto: Option<bool>,
-    public: Option<bool>,
+    /// The user's to set (`user_config`): refused here.
+    public: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +635,8 @@ struct RawPush {
     repository: Option<String>,
     auth: Option<PushAuth>,
     region: Option<String>,
+    /// The user's to set (`user_config`): refused here.
+    ecr_hosts: Option<Spanned<toml::Value>>,
 }
 
 impl RawConfig {
@@ -635,8 +653,38 @@ impl RawConfig {
         })
     }
 
-    /// Fill in defaults and check what spans keys; `source` is the file and its text, for errors.
-    fn resolve(self, project: &str, source: Option<(&Path, &str)>) -> Result<Config> {
+    /// Fill in defaults, the user's own settings from `user`, and check what spans keys;
+    /// `source` is the file and its text, for errors.
+    fn resolve(
+        self,
+        project: &str,
+        source: Option<(&Path, &str)>,
+        user: &UserConfig,
+    ) -> Result<Config> {
+        let user_only = [
+            (
+                "[forward] public",
+                self.forward.public.as_ref().map(Spanned::span),
+            ),
+            (
+                "[push] ecr_hosts",
+                self.push.ecr_hosts.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let (Some((key, span)), Some((path, text))) = (
+            user_only.into_iter().find_map(|(k, s)| Some((k, s?))),
+            source,
+        ) {
+            let message = format!("{key} cannot be set in a project's {FILE_NAME}");
+            let help = user_config::where_to_set(key);
+            return Err(Error::Config(render_at(
+                path,
+                text,
+                Some(span),
+                &message,
+                &help,
+            )));
+        }
         let backend_span = self.vm.backend.as_ref().map(|b| b.span());
         let backend = self.vm.backend.map(Spanned::into_inner).unwrap_or_default();
         let ssh_host = self.ssh.host;
@@ -699,12 +747,13 @@ impl RawConfig {
             forward: ForwardConfig {
                 ports: self.forward.ports.unwrap_or_default(),
                 auto: self.forward.auto.unwrap_or(true),
-                public: self.forward.public.unwrap_or(false),
+                public: user.forward_public,
             },
             push: PushConfig {
                 repository: self.push.repository.unwrap_or_default(),
                 auth: self.push.auth.unwrap_or_default(),
                 region: self.push.region.unwrap_or_default(),
+                ecr_hosts: user.ecr_hosts.clone(),
             },
             run: RunConfig {
                 login_shell: self.run.login_shell.unwrap_or(false),
@@ -729,7 +778,7 @@ pub fn expand_home(path: &str) -> PathBuf {
 }
 
 /// serde's names for the types a value should have, in the words of the README.
-fn plain_types(message: &str) -> String {
+pub(crate) fn plain_types(message: &str) -> String {
     [
         ("expected i64", "expected an integer"),
         ("expected u64", "expected an integer"),
@@ -746,7 +795,7 @@ fn plain_types(message: &str) -> String {
 }
 
 /// A next step for the common mistakes, keyed on toml's own message.
-fn help_for(message: &str) -> String {
+pub(crate) fn help_for(message: &str) -> String {
     if message.contains("unknown field") {
         "remove or rename the key; the keys are listed in the README under \"Configuration\"".into()
     } else if message.contains("unknown variant") {
@@ -761,7 +810,7 @@ fn help_for(message: &str) -> String {
 }
 
 /// `path:line:column: message`, the offending line with a caret under the span, and a hint.
-fn render_at(
+pub(crate) fn render_at(
     path: &Path,
     text: &str,
     span: Option<std::ops::Range<usize>>,
@@ -797,7 +846,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         let path = Path::new("n10n-dev.toml");
-        RawConfig::parse(text, path)?.resolve("demo", Some((path, text)))
+        RawConfig::parse(text, path)?.resolve("demo", Some((path, text)), &UserConfig::default())
     }
 
     #[test]
@@ -843,18 +892,46 @@ mod tests {
 
     #[test]
     fn forwards_are_read_as_vagrant_writes_them() {
-        let config =
-            parse("[forward]\nports = [\"8080:80\", \"127.0.0.1:9000:8080\"]\npublic = true\n")
-                .unwrap();
+        let config = parse("[forward]\nports = [\"8080:80\", \"127.0.0.1:9000:8080\"]\n").unwrap();
         let ports = &config.forward.ports;
         assert_eq!(
             (ports[0].host_ip, ports[0].host_port, ports[0].guest_port),
             (None, 8080, 80)
         );
         assert_eq!(ports[1].host_ip, Some("127.0.0.1".parse().unwrap()));
-        assert!(config.forward.public && config.forward.auto);
+        assert!(!config.forward.public && config.forward.auto);
         let e = parse("[forward]\nports = [\"80\"]\n").unwrap_err();
         assert!(e.to_string().contains("HOST_PORT:GUEST_PORT"), "{e}");
+    }
+
+    #[test]
+    fn trust_is_the_user_s_own_config_s_never_a_project_s() {
+        for (text, key) in [
+            ("[forward]\npublic = true\n", "[forward] public"),
+            (
+                "[push]\necr_hosts = [\"evil.example\"]\n",
+                "[push] ecr_hosts",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{e}");
+            let e = e.to_string();
+            assert!(e.starts_with("n10n-dev.toml:2:"), "{e}");
+            assert!(e.contains(&format!("{key} is yours to decide")), "{e}");
+            assert!(e.contains("config.toml"), "{e}");
+        }
+        let user = UserConfig {
+            forward_public: true,
+            ecr_hosts: vec!["ecr.internal".into()],
+            ..UserConfig::default()
+        };
+        let path = Path::new("n10n-dev.toml");
+        let config = RawConfig::parse("", path)
+            .unwrap()
+            .resolve("demo", Some((path, "")), &user)
+            .unwrap();
+        assert!(config.forward.public);
+        assert_eq!(config.push.ecr_hosts, ["ecr.internal"]);
     }
 
     #[test]

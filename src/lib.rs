@@ -40,5 +40,6 @@ pub mod state;
 pub mod stdout;
 pub mod sync;
 pub mod time;
+pub mod user_config;
 
 pub use cli::main;

@@ -30,32 +30,35 @@ pub struct Target {
 
 impl Target {
     /// Resolve the credentials for `repository` on this machine, as `[push] auth` says. An ECR
-    /// token goes only to a host named like ECR, or to one the user vouched for on the command
-    /// line (`ecr_confirmed`): a project's config alone cannot send it elsewhere.
+    /// token goes only to a host named like ECR, or to one the user vouched for (`vouched`: on
+    /// the command line, or in the user's own config): a project's config alone cannot send it
+    /// elsewhere.
     pub fn resolve(
         repository: Reference,
         auth: PushAuth,
         region: &str,
-        ecr_confirmed: bool,
+        vouched: bool,
     ) -> Result<Target> {
         let host = repository.registry.clone();
         let ecr_region = match (auth, ecr::region_of(&host)) {
             (PushAuth::Docker, _) => None,
-            (PushAuth::Ecr, Some(found)) => Some(found),
-            (PushAuth::Ecr, None) if !ecr_confirmed => {
+            (_, Some(found)) => Some(found),
+            (PushAuth::Ecr, None) if !vouched => {
                 return Err(Error::Config(format!(
                     "[push] auth = \"ecr\", but {host} is not an ECR registry's name \
                      (<12 digits>.dkr.ecr.<region>.amazonaws.com): no ECR token goes to it.\n\
                      If it is ECR under another name (a VPC endpoint), say so with \
-                     `n10n-dev push --send-ecr-token`"
+                     `n10n-dev push --send-ecr-token`, or list it in [push] ecr_hosts of your \
+                     own config file"
                 )));
             }
-            (PushAuth::Ecr, None) => Some(non_empty(region).ok_or_else(|| {
+            (_, None) if vouched => Some(non_empty(region).ok_or_else(|| {
                 Error::Config(format!(
-                    "[push] auth = \"ecr\" but {host} does not say its region: set [push] region"
+                    "{host} is to get an ECR token, but its name does not say its region: set \
+                     [push] region"
                 ))
             })?),
-            (PushAuth::Auto, found) => found,
+            (_, None) => None,
         };
         let from_docker = match auth {
             PushAuth::Ecr => None,

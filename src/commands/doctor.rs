@@ -7,6 +7,7 @@ use crate::config::BackendKind;
 use crate::error::Result;
 use crate::host::{CpuArch, Os};
 use crate::outln;
+use crate::user_config;
 
 pub async fn run(ctx: &Context) -> Result<i32> {
     let facts = &ctx.facts;
@@ -60,6 +61,15 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         ctx.project.root.display(),
         ctx.project.name
     )?;
+    for file in &ctx.project.files_read {
+        outln!("config:    {} (read)", file.display())?;
+    }
+    if let Some(user) = user_config::path().filter(|p| !ctx.project.files_read.contains(p)) {
+        outln!(
+            "config:    {} (none: the user's own settings are the defaults)",
+            user.display()
+        )?;
+    }
     let requested = backend::requested(None, &ctx.project)?;
     let chosen = backend::chosen(None, &ctx.project, facts);
     match &chosen {

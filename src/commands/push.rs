@@ -50,7 +50,9 @@ pub async fn run(ctx: &Context, args: PushArgs) -> Result<()> {
         true => PushAuth::Ecr,
         false => config.auth,
     };
-    let target = Target::resolve(repository, auth, &config.region, args.send_ecr_token)?;
+    let vouched = args.send_ecr_token
+        || (config.ecr_hosts.iter()).any(|h| h.eq_ignore_ascii_case(&repository.registry));
+    let target = Target::resolve(repository, auth, &config.region, vouched)?;
 
     let BuiltImage {
         name: image,

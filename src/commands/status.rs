@@ -34,6 +34,8 @@ struct Status {
     docker_socket: Option<String>,
     docker_context: Option<String>,
     forwarder: Option<Forwarder>,
+    /// The configuration files read: the project's n10n-dev.toml, the user's own.
+    config_files: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -131,6 +133,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<()> {
         docker_socket: remote.then(|| paths.socket.display().to_string()),
         docker_context: crate::docker_context::host_of(&context).map(|_| context),
         forwarder,
+        config_files: (ctx.project.files_read.iter())
+            .map(|f| f.display().to_string())
+            .collect(),
     };
     if args.json {
         let json = serde_json::to_string_pretty(&status).expect("plain data");

@@ -308,3 +308,51 @@ fn run_options_and_dash_c_mistakes_are_usage_errors() {
     );
     assert_exit_saying(&out, 2, "not a directory");
 }
+
+/// The user's own file (N10N_DEV_CONFIG) holds the decisions of trust; a project file that sets
+/// one is refused, naming the user's file; doctor and status --json say which files were read.
+#[test]
+fn trust_settings_come_from_the_user_s_own_file_only() {
+    let home = tempfile::tempdir().unwrap();
+    let user_file = home.path().join("user-config.toml");
+    let user = user_file.to_str().unwrap();
+    let env = [("N10N_DEV_CONFIG", user), ("N10N_DEV_BACKEND", "native")];
+    let dir = project_with("[forward]\npublic = true\n");
+    let out = n10n_with(dir.path(), home.path(), &["status", "--json"], &env);
+    assert_exit_saying(
+        &out,
+        2,
+        "n10n-dev.toml:2:10: [forward] public cannot be set",
+    );
+    assert!(
+        stderr(&out).contains(&format!("set it in {user}")),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = project_with("[vm]\nbackend = \"native\"\n");
+    let project_file = dir.path().canonicalize().unwrap().join("n10n-dev.toml");
+    let out = n10n_with(dir.path(), home.path(), &["doctor"], &env);
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("config:    {} (read)", project_file.display())),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("config:    {user} (none:")),
+        "{said}"
+    );
+
+    std::fs::write(&user_file, "[forward]\npublic = true\n").unwrap();
+    let out = n10n_with(dir.path(), home.path(), &["status", "--json"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["config_files"],
+        serde_json::json!([project_file.display().to_string(), user])
+    );
+
+    std::fs::write(&user_file, "[vm]\ncpus = 2\n").unwrap();
+    let out = n10n_with(dir.path(), home.path(), &["status"], &env);
+    assert_exit_saying(&out, 2, &format!("{user}:1:2: unknown field `vm`"));
+}

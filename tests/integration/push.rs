@@ -356,6 +356,18 @@ fn ecr_tokens_come_from_the_aws_cli() {
         .is_some()
     );
 
+    // Or the user's own config names the host once for all.
+    let user_config = aws_home.path().join("n10n-dev-config.toml");
+    std::fs::write(
+        &user_config,
+        format!("[push]\necr_hosts = [\"{}\"]\n", registry.host),
+    )
+    .unwrap();
+    let mut cmd = p.cmd(&["--tag", "44"]);
+    with_aws(&mut cmd);
+    let out = cmd.env("N10N_DEV_CONFIG", &user_config).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // No AWS credentials at all: the CLI's own complaint, and the next step.
     let mut cmd = p.cmd(&["--tag", "43", "--send-ecr-token"]);
     with_aws(&mut cmd);
