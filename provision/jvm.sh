@@ -61,6 +61,12 @@ if ! launcher_ok "$LAUNCHER"; then
       -dependency org.scala-sbt sbt-launch "$SBT_VERSION" -confs default \
       -retrieve "$work/[artifact]-[revision].[ext]" > "$work/log" 2>&1; then
     tail -n 20 "$work/log" >&2
+    # A crash of the JVM itself is not a network problem: say so, with the frame it names
+    # (seen only under QEMU's TCG emulation, in JIT-compiled code).
+    if grep -q "A fatal error has been detected by the Java Runtime Environment" "$work/log"; then
+      echo "the JVM crashed while fetching sbt's launcher:" \
+        "$(grep -A1 '^# Problematic frame:' "$work/log" | tail -n 1)" >&2
+    fi
     echo "could not fetch org.scala-sbt:sbt-launch:$SBT_VERSION from Maven Central" >&2
     exit 1
   fi
