@@ -27,13 +27,27 @@ pub struct Project {
 impl Project {
     /// Find the project root from `start` upwards and load its configuration.
     ///
-    /// The root is the nearest directory holding `n10n-dev.toml`; without one, the git work-tree
-    /// root; else `start` itself.
+    /// The root is the nearest directory holding `n10n-dev.toml`, looking no higher than the git
+    /// work-tree root or the home directory, whichever comes first; without one, the git
+    /// work-tree root; else `start` itself. A file that another user owns or could have written
+    /// (in a directory anyone may write to, as /tmp) is passed over with a warning: it would
+    /// choose where commands run.
     pub fn discover(start: &Path) -> Result<Project> {
         let start = start
             .canonicalize()
             .context(|| format!("cannot open directory {}", start.display()))?;
-        let (root, file) = match find_upwards(&start, |dir| dir.join(FILE_NAME).is_file()) {
+        let searched = search_range(&start);
+        let found = searched.iter().find(|dir| {
+            let file = dir.join(FILE_NAME);
+            match file.is_file().then(|| not_trusted(&file)).flatten() {
+                Some(why) => {
+                    eprintln!("warning: {} is not read: {why}", file.display());
+                    false
+                }
+                None => file.is_file(),
+            }
+        });
+        let (root, file) = match found {
             Some(dir) => (dir.clone(), Some(dir.join(FILE_NAME))),
             None => (
                 find_upwards(&start, |dir| dir.join(".git").exists()).unwrap_or(start),
@@ -60,6 +74,46 @@ impl Project {
             config,
             files_read,
         })
+    }
+}
+
+/// The directories a project file is looked for in: `start` and its parents up to the git
+/// work-tree root or the home directory, whichever comes first (all of them when neither is
+/// above `start`).
+fn search_range(start: &Path) -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").and_then(|h| Path::new(&h).canonicalize().ok());
+    let mut dirs = Vec::new();
+    for dir in start.ancestors() {
+        dirs.push(dir.to_path_buf());
+        if dir.join(".git").exists() || home.as_deref() == Some(dir) {
+            break;
+        }
+    }
+    dirs
+}
+
+/// Why a project file is not to be trusted, if it is not: like git's `safe.directory`, a file
+/// of another user's, or one that others could have put there or changed.
+fn not_trusted(file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).ok()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let dir = file.parent().and_then(|d| std::fs::metadata(d).ok());
+    if meta.uid() != me {
+        Some(format!(
+            "it belongs to another user (uid {}); a project's own file is yours",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o002 != 0 {
+        Some("anyone may change it (mode o+w)".into())
+    } else if dir.is_some_and(|d| d.mode() & 0o002 != 0) {
+        Some(
+            "its directory is one anyone may write to, as /tmp: anyone could have put it there"
+                .into(),
+        )
+    } else {
+        None
     }
 }
 

@@ -403,3 +403,74 @@ fn run_environment_values_never_show_in_the_machine_s_process_list() {
         .count();
     assert_eq!(leftovers, 0, "the environment file was left behind");
 }
+
+/// `doctor`'s project line: which root (and so which n10n-dev.toml) a command in `dir` takes.
+fn project_root_seen_from(dir: &std::path::Path) -> (String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("doctor")
+        .current_dir(dir)
+        .env("N10N_DEV_HOME", home.path())
+        .env("N10N_DEV_BACKEND", "native")
+        .output()
+        .unwrap();
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("project:"))
+        .unwrap_or_default()
+        .to_string();
+    (line, stderr(&out))
+}
+
+/// Issue 29, item 2: a n10n-dev.toml above the project's own git work tree, in a directory
+/// anyone may write to (as /tmp), or another user's, is not the project's (it names where
+/// commands run and what the build runs). Harmless if it came back: `doctor` changes nothing.
+#[test]
+fn a_config_file_planted_above_the_project_is_not_read() {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.path().join("n10n-dev.toml");
+    std::fs::write(&planted, "[image]\nbuild = \"./steal.sh\"\n").unwrap();
+    let victim = shared.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let (line, said) = project_root_seen_from(&victim);
+    assert!(line.contains(&format!("{} ", victim.display())), "{line}");
+    assert!(
+        said.contains(&format!("warning: {} is not read", planted.display())),
+        "{said}"
+    );
+    assert!(said.contains("anyone may write to"), "{said}");
+
+    let above = tempfile::tempdir().unwrap();
+    std::fs::write(
+        above.path().join("n10n-dev.toml"),
+        "[vm]\nname = \"above\"\n",
+    )
+    .unwrap();
+    let repo = above.path().join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    let (line, _) = project_root_seen_from(&repo.join("src"));
+    assert!(line.contains(&format!("{} ", repo.display())), "{line}");
+
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let theirs = tempfile::tempdir().unwrap();
+        std::fs::write(theirs.path().join("n10n-dev.toml"), "").unwrap();
+        run_ok(
+            "chown",
+            &[
+                "65534",
+                theirs.path().join("n10n-dev.toml").to_str().unwrap(),
+            ],
+        );
+        let inner = theirs.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        let (line, said) = project_root_seen_from(&inner);
+        assert!(line.contains(&format!("{} ", inner.display())), "{line}");
+        assert!(
+            said.contains("belongs to another user (uid 65534)"),
+            "{said}"
+        );
+    }
+}
