@@ -113,7 +113,10 @@ impl Watch {
             // Under a directory not watched: an excluded one (an event of its parent's watch).
             return None;
         }
-        let is_dir = folder || path.is_dir() || self.known.contains(&bytes);
+        // Not through a symlink: a link to `/` would have the whole disk watched.
+        let is_dir = folder
+            || path.symlink_metadata().is_ok_and(|m| m.is_dir())
+            || self.known.contains(&bytes);
         if self.rules.is_excluded(&bytes, is_dir) {
             return None;
         }
@@ -172,5 +175,30 @@ impl Watch {
             rules.load_dir(dir);
         }
         self.rules = rules;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_symlink_out_of_the_project_is_a_change_but_not_followed() {
+        let project = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("deep")).unwrap();
+        let mut watch = Watch::new(project.path(), &[]).unwrap();
+        let next = async |watch: &mut Watch| {
+            tokio::time::timeout(Duration::from_secs(10), watch.changed())
+                .await
+                .expect("a change within 10 s")
+        };
+        std::os::unix::fs::symlink(outside.path(), project.path().join("link")).unwrap();
+        assert_eq!(next(&mut watch).await, ["link"]);
+        assert!(!watch.known.contains(b"link".as_slice()));
+        // A change out there is none of the project's.
+        std::fs::write(outside.path().join("deep/file"), "x").unwrap();
+        std::fs::write(project.path().join("marker"), "x").unwrap();
+        assert_eq!(next(&mut watch).await, ["marker"]);
     }
 }
