@@ -216,15 +216,10 @@ pub fn parse_inspect(image: &Value) -> ImageFacts {
 /// Stream `docker save` of `image` into `file`, whole or not at all: it is written under a
 /// temporary name beside `file` and renamed when complete.
 pub async fn save(place: &Machine, image: &str, file: &Path) -> Result<()> {
-    let partial = file.with_file_name(format!(
-        ".{}.partial-{}",
-        file.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&partial)
-        .map_err(|e| Error::io(format!("cannot create {}", partial.display()), e))?;
+    let (partial, out) = crate::state::new_file_beside(file, 0o644).map_err(|e| {
+        let partial = crate::state::temporary_beside(file);
+        Error::io(format!("cannot create {}", partial.display()), e)
+    })?;
     let line = format!("docker save {}", quote::quote(image.as_bytes()));
     let result = place
         .capture_into(&line, out)

@@ -84,25 +84,41 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomically_with_mode(path, contents, 0o600)
 }
 
-/// As `write_atomically`, with the new file's `mode`. The temporary file beside `path` is made
-/// anew (O_EXCL), so a link planted under its name in a shared directory is not followed.
+/// As `write_atomically`, with the new file's `mode`.
 pub fn write_atomically_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
-        let _ = fs::remove_file(&tmp);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        let (tmp, mut file) = new_file_beside(path, mode)?;
+        let written = file
+            .write_all(contents)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.context(|| format!("cannot write {}", path.display()))
+}
+
+/// A new file beside `path` under a temporary name (`<path>.tmp<pid>`), to be renamed over
+/// `path` once complete, and its name. It is made anew (O_EXCL, which also refuses a symlink):
+/// a link planted under that name in a shared directory is removed, never followed.
+pub fn new_file_beside(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
+    let tmp = temporary_beside(path);
+    let _ = fs::remove_file(&tmp);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    Ok((tmp, file))
+}
+
+/// The temporary name `new_file_beside` uses for `path`.
+pub fn temporary_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
 }
 
 /// An exclusive advisory lock held for as long as the value lives.

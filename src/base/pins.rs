@@ -126,23 +126,11 @@ pub fn rewrite(changes: &[(Pin, String)]) -> Result<Vec<Rewrite>> {
 impl Rewrite {
     /// Replace the file, keeping its permissions; readers see the old text or the new one.
     pub fn apply(&self) -> Result<()> {
-        let fail = |e| Error::io(format!("cannot write {}", self.file.display()), e);
         let mode = std::fs::metadata(&self.file)
-            .map_err(fail)?
+            .map_err(|e| Error::io(format!("cannot write {}", self.file.display()), e))?
             .permissions()
             .mode();
-        let tmp = self.file.with_file_name(format!(
-            ".{}.n10n-dev-{}",
-            self.file.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let written = std::fs::write(&tmp, &self.new)
-            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
-            .and_then(|()| std::fs::rename(&tmp, &self.file));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(fail)
+        crate::state::write_atomically_with_mode(&self.file, self.new.as_bytes(), mode & 0o7777)
     }
 
     /// A unified diff of the changed lines (the lines around them are not needed to read it).
@@ -186,6 +174,36 @@ mod tests {
         );
         assert_eq!(pins[1].1.tag, None);
         assert_eq!(&text[pins[1].0..pins[1].0 + 64], digest('b'));
+    }
+
+    /// Issue 29 item 13: in a shared directory, a link planted under the temporary name
+    /// (any name a rewrite has used: it is predictable from the pid) is never written through.
+    #[test]
+    fn a_link_planted_under_the_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let file = dir.path().join("Dockerfile");
+        std::fs::write(&file, "old").unwrap();
+        for name in [
+            format!(".Dockerfile.n10n-dev-{}", std::process::id()),
+            crate::state::temporary_beside(&file)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let rewrite = Rewrite {
+            file: file.clone(),
+            old: "old".into(),
+            new: "new".into(),
+        };
+        rewrite.apply().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!file.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn ssh_backend_builds_in_the_replica_and_saves_a_loadable_image() {
     let leftovers: Vec<_> = std::fs::read_dir(project.home.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("partial"))
+        .filter(|n| n.contains("partial") || n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     remove_image(&format!("{name}:dev"));
