@@ -91,7 +91,7 @@ impl<T> IoContext<T> for std::io::Result<T> {
 
 /// The last `n` lines of a tool's output, for error messages.
 pub fn last_lines(output: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(output);
+    let text = crate::terminal_text::lines(output);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -39,6 +39,7 @@ pub mod ssh;
 pub mod state;
 pub mod stdout;
 pub mod sync;
+pub mod terminal_text;
 pub mod time;
 pub mod user_config;
 

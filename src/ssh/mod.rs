@@ -491,7 +491,7 @@ impl Captured {
         if self.status == 0 {
             return Ok(self.stdout);
         }
-        let stderr = String::from_utf8_lossy(&self.stderr);
+        let stderr = crate::terminal_text::lines(&self.stderr);
         Err(Error::Remote(format!(
             "{what} failed on the remote (exit {}): {}",
             self.status,

@@ -513,7 +513,7 @@ async fn transfer(
         _ => Err(perl_hint(Error::Remote(format!(
             "applying the sync failed on the remote (exit {}): {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            crate::terminal_text::lines(&output.stderr).trim()
         )))),
     }
 }
@@ -522,10 +522,9 @@ async fn transfer(
 /// adopts a directory (said before anything is deleted).
 fn print_plan(plan: &Plan, with_sends: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    // Names come from the machine too (what a sync deletes): shown escaped, one a line.
     let write = |out: &mut std::io::StdoutLock, verb: &str, path: &[u8]| {
-        out.write_all(verb.as_bytes())?;
-        out.write_all(path)?;
-        out.write_all(b"\n")
+        writeln!(out, "{verb}{}", crate::terminal_text::one_line(path))
     };
     let result = (|| {
         for path in &plan.deletes {

@@ -474,3 +474,24 @@ fn a_config_file_planted_above_the_project_is_not_read() {
         );
     }
 }
+
+/// Issue 29, item 16: names on the machine are shown with their control characters escaped, so
+/// a file named to carry a terminal escape or a forged line shows as what it is.
+#[test]
+fn names_from_the_machine_cannot_write_to_the_terminal() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("src/main.rs", "fn main() {}\n");
+    std::fs::create_dir_all(project.replica()).unwrap();
+    let forged = "x\u{1b}]0;pwned\u{7}\rsync: sent 0 files\n";
+    std::fs::write(project.replica().join(forged), "").unwrap();
+    let shown = project.ok(&["sync", "--adopt", "--dry-run"]);
+    assert!(
+        shown.contains("delete x\\x1b]0;pwned\\x07\\rsync: sent 0 files\\n\n"),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\r'),
+        "{shown:?}"
+    );
+}
