@@ -207,13 +207,7 @@ impl Pending {
         session.use_agent(agent.clone());
         let adopting = matches!(probe_result, ProbeResult::Foreign(..));
         let (view, new_id) = match (probe_result, &baseline) {
-            (ProbeResult::Unsafe(resolved), _) => {
-                return Err(Error::Usage(format!(
-                    "[sync] dest = \"{dest}\" leads to {resolved} on the machine: its home, a parent of \
-                     its home or a system directory, where a sync would delete whatever is not part of \
-                     the project; nothing was changed\nchoose a directory of its own, like \"~/n10n/<project>\""
-                )));
-            }
+            (ProbeResult::Unsafe(resolved), _) => return Err(refused_dest(dest, &resolved)),
             (ProbeResult::Foreign(count, _), _) if !options.adopt => {
                 return Err(Error::Usage(format!(
                     "{dest} on the machine already holds {} that n10n-dev did not put there, \
@@ -383,6 +377,16 @@ struct Upload {
     scanned_at_ns: i64,
 }
 
+/// A dest that the machine resolves to a directory no replica may take: a configuration error,
+/// whether the probe or the apply step found it.
+fn refused_dest(dest: &str, resolved: &str) -> Error {
+    Error::Usage(format!(
+        "[sync] dest = \"{dest}\" leads to {resolved} on the machine: its home, a parent of its \
+         home or a system directory, where a sync would delete whatever is not part of the \
+         project; nothing was changed\nchoose a directory of its own, like \"~/n10n/<project>\""
+    ))
+}
+
 /// Where a transfer goes: the replica, the agent that may apply it, the id a new replica gets,
 /// and whether a directory n10n-dev did not fill may be taken over.
 struct Target<'a> {
@@ -504,6 +508,9 @@ async fn transfer(
         });
     };
     let digests = produced.map_err(|e| Error::io("cannot read the project for sync", e))?;
+    if let Some(resolved) = remote::parse_refused(&output.stdout) {
+        return Err(refused_dest(to.dest, &resolved));
+    }
     match remote::parse_applied(&output.stdout) {
         Some(agent) if output.status == 0 => Ok(Transferred::Applied {
             tree,

@@ -144,6 +144,15 @@ pub fn parse_applied(output: &[u8]) -> Option<Option<Agent>> {
     line.strip_prefix("applied ").map(Agent::parse)
 }
 
+/// The directory the apply step refused to sync into (`unsafe PATH`, as the probe says it), if
+/// it refused.
+pub fn parse_refused(output: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(output).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("unsafe "))
+        .map(str::to_string)
+}
+
 pub enum ProbeResult {
     Same,
     Listed(Tree),
@@ -427,6 +436,9 @@ mod tests {
                 &archive_moving("a", b"1"),
             );
             assert_eq!(out.status.code(), Some(3), "{dest}");
+            // Said as the probe says it, so that the error is the same (a config error).
+            let refused = parse_refused(&out.stdout).unwrap_or_else(|| panic!("{dest}"));
+            assert!(refused.starts_with('/'), "{dest}: {refused}");
         }
         assert!(home.path().join("canary").exists());
         assert!(!home.path().join("a").exists());

@@ -495,3 +495,32 @@ fn names_from_the_machine_cannot_write_to_the_terminal() {
         "{shown:?}"
     );
 }
+
+/// Issue 29, item 15: a dest that the machine resolves to its home, however spelt, is a
+/// configuration error like any other refused dest (exit 2, naming the setting).
+#[test]
+fn a_dest_spelt_as_the_home_with_a_dot_is_a_config_error() {
+    let sshd = Sshd::start();
+    let home = home_with_canary(&sshd);
+    for dest in [
+        format!("{}/.", home.display()),
+        format!("{}/./", home.display()),
+    ] {
+        let project = Project::new(&sshd);
+        project.write("a.txt", "a");
+        // A first sync elsewhere leaves the helper running: later probes go through it.
+        project.ok(&["sync"]);
+        project.set_dest(&dest);
+        for args in [
+            &["sync", "--dry-run"][..],
+            &["sync", "--adopt", "--dry-run"],
+            &["sync"],
+            &["run", "--", "true"],
+            &["up"],
+        ] {
+            let out = project.run(args);
+            assert_exit_saying(&out, 2, "[sync] dest");
+        }
+    }
+    assert!(home.join("canary").exists());
+}
