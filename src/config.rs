@@ -450,6 +450,36 @@ fn max_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     in_range(d, 0, 36500, "max_age_days").map(Some)
 }
 
+/// `[lambda] env`: names as a shell and Docker take them, each value one line (the container
+/// gets them as an env file), and none of the names that steer what runs rather than the
+/// function (a project file may have been written by anyone).
+fn lambda_env<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let env = BTreeMap::<String, String>::deserialize(d)?;
+    for (key, value) in &env {
+        let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let problem = if !valid {
+            "is not a variable name (letters, digits and _, not starting with a digit)"
+        } else if key == "PATH" || key.starts_with("LD_") || key.starts_with("DOCKER_") {
+            "is refused from a project's file: PATH, LD_* and DOCKER_* choose what runs; if you \
+             mean it, give it yourself with `invoke -e`"
+        } else if !is_one_line(value) {
+            "has a value of more than one line, which a container's environment file cannot hold"
+        } else {
+            continue;
+        };
+        return Err(de::Error::custom(format!("[lambda] env {key:?} {problem}")));
+    }
+    Ok(Some(env))
+}
+
+/// A value a container's environment file can hold: no newline, no NUL.
+pub fn is_one_line(value: &str) -> bool {
+    !value.contains(['\n', '\r', '\0'])
+}
+
 /// A VM name: Lima's instance-name rule, kept short because macOS socket paths are ≤ 104 bytes.
 fn vm_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let name = String::deserialize(d)?;
@@ -654,6 +684,7 @@ struct RawLambda {
     memory_mb: Option<u32>,
     #[serde(default, deserialize_with = "lambda_timeout")]
     timeout_s: Option<u32>,
+    #[serde(default, deserialize_with = "lambda_env")]
     env: Option<BTreeMap<String, String>>,
     functions: Option<BTreeMap<String, String>>,
 }
@@ -986,6 +1017,24 @@ mod tests {
             .unwrap();
         assert!(config.forward.public);
         assert_eq!(config.push.ecr_hosts, ["ecr.internal"]);
+    }
+
+    #[test]
+    fn lambda_env_takes_no_names_that_steer_what_runs() {
+        for (key, said) in [
+            ("PATH", "PATH, LD_* and DOCKER_* choose what runs"),
+            ("LD_PRELOAD", "PATH, LD_* and DOCKER_* choose what runs"),
+            ("DOCKER_HOST", "PATH, LD_* and DOCKER_* choose what runs"),
+            ("1BAD", "is not a variable name"),
+        ] {
+            let e = parse(&format!("[lambda.env]\n{key} = \"x\"\n")).unwrap_err();
+            assert!(e.to_string().contains(said), "{key}: {e}");
+            assert!(matches!(e, Error::Config(_)), "{key}: {e}");
+        }
+        let e = parse("[lambda.env]\nA = \"two\\nlines\"\n").unwrap_err();
+        assert!(e.to_string().contains("more than one line"), "{e}");
+        let config = parse("[lambda.env]\nLOG_LEVEL = \"debug\"\n").unwrap();
+        assert_eq!(config.lambda.env["LOG_LEVEL"], "debug");
     }
 
     #[test]

@@ -142,6 +142,12 @@ fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Functi
         ));
     }
     let extra = super::parse_env(&args.env, |key| std::env::var(key).ok())?;
+    if let Some((key, _)) = extra.iter().find(|(_, v)| !crate::config::is_one_line(v)) {
+        return Err(Error::Usage(format!(
+            "-e {key}: its value has more than one line, which a container's environment file \
+             cannot hold"
+        )));
+    }
     Ok(crate::lambda::functions(
         &ctx.project.config.lambda,
         &function_name(image),

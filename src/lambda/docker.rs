@@ -86,15 +86,14 @@ impl DockerLauncher {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // Names only: `docker run` takes each value from its own environment, which the line
-        // reads from stdin (see `exports`). Values in arguments would show in every user's `ps`.
-        for key in launch.env.iter().map(|(key, _)| key) {
-            args.push("-e".into());
-            args.push(key.clone());
-        }
+        // The values reach the container only: `docker run` reads them as an env file from its
+        // stdin (see `env_file`). In arguments they would show in every user's `ps`; set in the
+        // shell that starts `docker`, a PATH or DOCKER_HOST among them would choose the docker
+        // that runs and the daemon it talks to.
+        args.extend(["--env-file".into(), "/dev/stdin".into()]);
         args.push(self.image.clone());
         args.extend(launch.handler.clone());
-        format!("eval \"$(cat)\" && exec {} 2>&1", quote::join(&args))
+        format!("exec {} 2>&1", quote::join(&args))
     }
 
     /// Run a short shell command where the containers run; its stdout when it succeeded.
@@ -104,15 +103,11 @@ impl DockerLauncher {
     }
 }
 
-/// The sandbox's environment as shell `export` lines, for the launch line to read from stdin.
-fn exports(env: &[(String, String)]) -> String {
+/// The sandbox's environment as `docker run --env-file` reads it: `KEY=VALUE` a line, the value
+/// taken as written (names are checked, and values hold no newline: see `lambda::check_env`).
+fn env_file(env: &[(String, String)]) -> String {
     env.iter()
-        .map(|(key, value)| {
-            format!(
-                "export {}\n",
-                quote::quote(format!("{key}={value}").as_bytes())
-            )
-        })
+        .map(|(key, value)| format!("{key}={value}\n"))
         .collect()
 }
 
@@ -138,12 +133,12 @@ impl Launcher for DockerLauncher {
             launches.retain(|_, gone| !*gone.borrow());
             launches.insert(name.clone(), gone_receiver);
         }
-        let exports = exports(&launch.env);
+        let env_file = env_file(&launch.env);
         match self.machine.session() {
             Some(session) => {
                 let channel = session.open_exec(&line).await?;
                 channel
-                    .data(exports.as_bytes())
+                    .data(env_file.as_bytes())
                     .await
                     .map_err(|e| Error::Remote(format!("cannot start {name}: {e}")))?;
                 let _ = channel.eof().await;
@@ -161,7 +156,7 @@ impl Launcher for DockerLauncher {
                 if let Some(mut stdin) = child.stdin.take() {
                     use tokio::io::AsyncWriteExt;
                     stdin
-                        .write_all(exports.as_bytes())
+                        .write_all(env_file.as_bytes())
                         .await
                         .map_err(|e| Error::io("cannot start docker run", e))?;
                 }

@@ -130,6 +130,27 @@ fn invoke_runs_the_image_once_and_says_how_it_ended() {
     );
     assert_eq!(json(&out)["custom"], "from-flag");
 
+    // Issue 29 item 8: the values reach the container only, as written; a DOCKER_HOST among
+    // them no longer steers the docker that starts the sandbox (it failed to connect before).
+    let out = native(
+        dir.path(),
+        &[
+            "invoke",
+            &image.0,
+            "-e",
+            "DOCKER_HOST=unix:///nonexistent/docker.sock",
+            "-e",
+            "N10N_TEST_VAR= two  spaces=and \"quotes\" $HOME ",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["custom"], " two  spaces=and \"quotes\" $HOME ");
+    let out = native(
+        dir.path(),
+        &["invoke", &image.0, "-e", "N10N_TEST_VAR=two\nlines"],
+    );
+    assert_exit_saying(&out, 2, "more than one line");
+
     let out = native(dir.path(), &["invoke", &image.0, "--handler", "fail"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["errorMessage"], "the function failed on purpose");
