@@ -29,6 +29,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries for a request the registry answers 429 or 5xx (the first included).
 const ATTEMPTS: u32 = 4;
 const MAX_PAGES: usize = 200;
+/// Redirects followed for one request (blobs go to a CDN in one).
+const MAX_REDIRECTS: usize = 5;
+/// The most read of an answer: manifests, config blobs and tag pages are small JSON.
+const BODY_LIMIT: usize = 4 << 20;
+/// The most read of a token service's answer.
+const TOKEN_LIMIT: usize = 1 << 20;
 
 pub struct Client {
     http: reqwest::Client,
@@ -91,6 +97,16 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("n10n-dev/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let from = attempt.previous().last().cloned();
+                match attempt.previous().len() > MAX_REDIRECTS {
+                    true => attempt.error(format!("more than {MAX_REDIRECTS} redirects")),
+                    false => match from.map(|from| redirect_refused(&from, attempt.url())) {
+                        Some(Some(why)) => attempt.error(why),
+                        _ => attempt.follow(),
+                    },
+                }
+            }))
             .build()
             .map_err(|e| Error::Other(format!("cannot set up an HTTP client: {e}")))?;
         Ok(Client {
@@ -365,7 +381,7 @@ impl Client {
                 )));
             }
         }
-        let bytes = self.body(response, "a token").await?;
+        let bytes = self.body_within(response, "a token", TOKEN_LIMIT).await?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let token = answer["token"]
             .as_str()
@@ -433,11 +449,33 @@ impl Client {
         })
     }
 
-    async fn body(&self, response: Response, what: &str) -> Result<bytes::Bytes> {
-        response
-            .bytes()
-            .await
-            .map_err(|e| Error::Other(format!("reading {what} from {} failed: {e}", self.registry)))
+    async fn body(&self, response: Response, what: &str) -> Result<Vec<u8>> {
+        self.body_within(response, what, BODY_LIMIT).await
+    }
+
+    /// The answer's body, read up to `limit` bytes: a registry (or whatever answers as one)
+    /// cannot make n10n-dev hold an endless answer.
+    async fn body_within(
+        &self,
+        mut response: Response,
+        what: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        let failed = |e: reqwest::Error| {
+            Error::Other(format!("reading {what} from {} failed: {e}", self.registry))
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > limit {
+                return Err(Error::Other(format!(
+                    "{} sent more than {} MiB for {what}; n10n-dev reads no more",
+                    self.registry,
+                    limit >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn unreachable(&self, e: reqwest::Error) -> Error {
@@ -475,6 +513,26 @@ impl Client {
 
 /// `localhost`, or an address (not a name) in 127.0.0.0/8 or `::1`: `127.example.com` is a name
 /// anyone can point anywhere.
+/// Why a redirect from `from` to `to` is not followed, if it is not: to another origin only
+/// over HTTPS (reqwest then sends no credentials), plain HTTP only from loopback to loopback; the
+/// rules of a `Link` header's next page and of a token service.
+fn redirect_refused(from: &reqwest::Url, to: &reqwest::Url) -> Option<String> {
+    let on_loopback = |url: &reqwest::Url| {
+        url.host_str()
+            .is_some_and(|host| is_loopback(&format!("{host}:0")))
+    };
+    let loopback = on_loopback(from) && on_loopback(to);
+    match to.scheme() {
+        _ if to.origin() == from.origin() => None,
+        "https" => None,
+        "http" if loopback => None,
+        scheme => Some(format!(
+            "a redirect to {} ({scheme}); n10n-dev follows one to another server only over HTTPS",
+            to.origin().ascii_serialization()
+        )),
+    }
+}
+
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
@@ -723,5 +781,67 @@ mod tests {
             !token_request.to_ascii_lowercase().contains("authorization"),
             "{token_request}"
         );
+    }
+
+    #[test]
+    fn redirects_go_elsewhere_only_over_https() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let registry = url("https://registry.example/v2/x/blobs/sha256:a");
+        for allowed in [
+            "https://registry.example/other",
+            "https://cdn.example/blob?sig=1",
+        ] {
+            assert_eq!(
+                redirect_refused(&registry, &url(allowed)),
+                None,
+                "{allowed}"
+            );
+        }
+        let plain = redirect_refused(&registry, &url("http://cdn.example/blob"));
+        assert!(plain.is_some_and(|why| why.contains("only over HTTPS")));
+        assert!(redirect_refused(&registry, &url("http://127.0.0.1:9/x")).is_some());
+        let local = url("http://127.0.0.1:5000/v2/x");
+        assert_eq!(
+            redirect_refused(&local, &url("http://127.0.0.1:5001/x")),
+            None
+        );
+        assert!(redirect_refused(&local, &url("http://cdn.example/x")).is_some());
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_where_the_rules_allow_and_not_round_in_circles() {
+        let (cdn, _) = server(|_| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 25\r\nConnection: close\r\n\r\n{\"name\":\"x\",\"tags\":[\"a\"]}"
+                .into()
+        });
+        let (registry, _) = server(move |_| {
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{cdn}/tags\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        });
+        let client = Client::new(&format!("127.0.0.1:{registry}"), None).unwrap();
+        assert_eq!(client.tags("x").await.unwrap(), ["a"]);
+        let (circle, _) = server(|_| {
+            "HTTP/1.1 302 Found\r\nLocation: /v2/x/tags/list\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .into()
+        });
+        let client = Client::new(&format!("127.0.0.1:{circle}"), None).unwrap();
+        let error = client.tags("x").await.unwrap_err().to_string();
+        assert!(error.contains("more than 5 redirects"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_at_its_limit() {
+        let (registry, _) = server(|_| {
+            let body = format!("{{\"name\":\"x\",\"tags\":[\"{}\"]}}", "a".repeat(5 << 20));
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        let client = Client::new(&format!("127.0.0.1:{registry}"), None).unwrap();
+        let error = client.tags("x").await.unwrap_err().to_string();
+        assert!(error.contains("more than 4 MiB"), "{error}");
     }
 }
