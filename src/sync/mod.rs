@@ -180,7 +180,7 @@ impl Pending {
         let recorded_agent = baseline
             .as_ref()
             .and_then(|b| Agent::parse(&b.agent_socket));
-        let probe_command = remote::probe_command(dest, expected_id);
+        let probe_command = remote::probe_command(dest, expected_id, options.dry_run);
         let probe = session.capture(recorded_agent.as_ref(), &probe_command);
         let probe = async {
             let probed = probe.await;

@@ -22,10 +22,6 @@ use crate::ssh::{Agent, quote};
 
 /// The operations list, the last member of the archive (a reserved root name, never user data).
 pub const OPS: &str = ".n10n-dev-ops";
-/// Where earlier releases kept the replica's id and staging area: inside the replica, where a
-/// `COPY . .` carried them into images. A probe moves the id out; an apply removes the staging.
-const LEGACY_MARKER: &str = ".n10n-dev-replica";
-const LEGACY_STAGING: &str = ".n10n-dev-staging";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
 const AGENT_SOCKET_PREFIX: &str = "agent-v5-";
@@ -104,14 +100,14 @@ fn script(words: &[(&str, String)], body: &str) -> String {
 /// `expected_id`; `list AGENT` and a listing when it is ours (or empty, or missing) but not as
 /// recorded; `foreign N` and a listing when the directory holds N entries that n10n-dev did not
 /// put there; `unsafe PATH` when the dest resolves to a directory no replica may take. AGENT is
-/// `TOKEN SOCKET`, or empty when no agent can be trusted. A replica of an earlier release has its
-/// id moved out first.
-pub fn probe_command(dest: &str, expected_id: &str) -> String {
+/// `TOKEN SOCKET`, or empty when no agent can be trusted (and always for a `dry_run`, which
+/// starts none: it changes nothing on the machine).
+pub fn probe_command(dest: &str, expected_id: &str, dry_run: bool) -> String {
     script(
         &[
             ("d", quote::quote_path(dest)),
             ("expected_id", quote::quote(expected_id.as_bytes())),
-            ("legacy_marker", quote::quote(LEGACY_MARKER.as_bytes())),
+            ("dry_run", if dry_run { "yes" } else { "''" }.to_string()),
             ("lister_script", quote::quote(LISTER.as_bytes())),
         ],
         PROBE,
@@ -130,8 +126,6 @@ pub fn apply_command(dest: &str, new_marker: &str, adopt: bool) -> String {
             ("adopt", if adopt { "yes" } else { "''" }.to_string()),
             ("marker", quote::quote(new_marker.as_bytes())),
             ("ops", quote::quote(OPS.as_bytes())),
-            ("legacy_marker", quote::quote(LEGACY_MARKER.as_bytes())),
-            ("legacy_staging", quote::quote(LEGACY_STAGING.as_bytes())),
             ("apply_script", quote::quote(APPLY.as_bytes())),
         ],
         APPLY_STEP,
@@ -286,7 +280,7 @@ mod tests {
     }
 
     fn probe(dest: &str, id: &str, home: &std::path::Path) -> ProbeResult {
-        let out = sh(&probe_command(dest, id), home, b"");
+        let out = sh(&probe_command(dest, id, false), home, b"");
         parse_probe(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
             .0
@@ -295,29 +289,36 @@ mod tests {
     #[test]
     fn probe_lists_an_unknown_replica_and_recognises_its_marker() {
         let home = tempfile::tempdir().unwrap();
-        let out = sh(&probe_command("~/r", "id1"), home.path(), b"");
+        let out = sh(&probe_command("~/r", "id1", false), home.path(), b"");
         assert_eq!(out.stdout, b"list \n");
         let replica = home.path().join("r");
         std::fs::create_dir_all(replica.join("d/.git")).unwrap();
         std::fs::write(replica.join("d/f\nname"), "abc").unwrap();
         std::os::unix::fs::symlink("f", replica.join("l")).unwrap();
-        // An earlier release's marker, inside the replica: the probe moves it out, and the
-        // replica is listed (the marker carries no directory identity yet).
-        std::fs::write(replica.join(LEGACY_MARKER), "id2").unwrap();
-        let ProbeResult::Listed(tree) = probe("~/r", "id2", home.path()) else {
-            panic!("not listed")
+        // A file named as earlier builds named their marker makes nothing ours: the directory
+        // is someone else's, listed, and left as it is.
+        std::fs::write(replica.join(".n10n-dev-replica"), "id2").unwrap();
+        let ProbeResult::Foreign(3, tree) = probe("~/r", "id2", home.path()) else {
+            panic!("not foreign")
         };
         let paths: Vec<_> = tree.keys().cloned().collect();
-        assert_eq!(paths, [b"d".to_vec(), b"d/f\nname".to_vec(), b"l".to_vec()]);
+        assert_eq!(
+            paths,
+            [
+                b".n10n-dev-replica".to_vec(),
+                b"d".to_vec(),
+                b"d/f\nname".to_vec(),
+                b"l".to_vec()
+            ]
+        );
         assert_eq!(
             tree[&b"l".to_vec()].kind,
             Kind::Symlink {
                 target: b"f".to_vec()
             }
         );
-        assert!(!replica.join(LEGACY_MARKER).exists());
-        let moved = std::fs::read(home.path().join(".r.n10n-dev/replica-id")).unwrap();
-        assert_eq!(moved, b"id2");
+        assert!(!home.path().join(".r.n10n-dev").exists());
+        std::fs::remove_dir_all(&replica).unwrap();
         // An apply records the directory's identity with the id: from then on the probe answers
         // `same` for it.
         apply_ok("~/r", "id3", home.path(), "a", b"1");
@@ -448,7 +449,6 @@ mod tests {
     fn apply_keeps_its_own_files_beside_the_replica() {
         let home = tempfile::tempdir().unwrap();
         let replica = home.path().join("r");
-        std::fs::create_dir_all(replica.join(LEGACY_STAGING)).unwrap();
         // The id as an earlier release recorded it, without the directory's identity.
         std::fs::create_dir_all(home.path().join(".r.n10n-dev")).unwrap();
         std::fs::write(home.path().join(".r.n10n-dev/replica-id"), "id8").unwrap();

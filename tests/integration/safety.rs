@@ -524,3 +524,58 @@ fn a_dest_spelt_as_the_home_with_a_dot_is_a_config_error() {
     }
     assert!(home.join("canary").exists());
 }
+
+/// Issue 29, item 6: a file named as earlier builds named their replica marker opens nothing (a
+/// directory holding it and other files is someone else's), and `sync --dry-run` changes
+/// nothing on the machine: no marker moved, no directory made, no helper started.
+#[test]
+fn a_marker_file_opens_nothing_and_a_dry_run_changes_nothing() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("src/main.rs", "fn main() {}\n");
+    std::fs::create_dir_all(project.replica()).unwrap();
+    std::fs::write(project.replica().join(".n10n-dev-replica"), "anything").unwrap();
+    std::fs::write(project.replica().join("theirs.txt"), "keep").unwrap();
+    let out = project.run(&["sync", "--dry-run"]);
+    assert_exit_saying(
+        &out,
+        2,
+        "already holds 2 entries that n10n-dev did not put there",
+    );
+    assert!(project.replica().join("theirs.txt").exists());
+
+    let empty = Project::new(&sshd);
+    empty.write("src/main.rs", "fn main() {}\n");
+    std::fs::create_dir_all(empty.replica()).unwrap();
+    // The sessions' home, and the directory the replica and its record live in.
+    let machine = [sshd.path(), empty.remote.path()];
+    let before = machine.map(listing);
+    let listed = empty.ok(&["sync", "--dry-run"]);
+    assert!(listed.contains("send src/main.rs\n"), "{listed}");
+    assert_eq!(
+        machine.map(listing),
+        before,
+        "the dry run changed the machine's files"
+    );
+    let served = empty.replica().display().to_string();
+    let helpers = std::process::Command::new("pgrep")
+        .args(["-f", &served])
+        .output()
+        .unwrap();
+    for pid in stdout(&helpers).split_whitespace() {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+    assert!(
+        helpers.stdout.is_empty(),
+        "a helper serves {served}: {}",
+        stdout(&helpers)
+    );
+}
+
+/// Every path under `dir`, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let out = run_ok("find", &[dir.to_str().unwrap()]);
+    let mut paths: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    paths.sort();
+    paths
+}

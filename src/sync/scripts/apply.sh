@@ -1,4 +1,4 @@
-# shellcheck shell=sh disable=SC2154 # d, adopt, marker, ops, legacy_marker, legacy_staging, apply_script: set before
+# shellcheck shell=sh disable=SC2154 # d, adopt, marker, ops, apply_script: set before
 # The apply step (see apply_command in remote.rs), after functions.sh.
 set -e
 mkdir -p -- "$d"
@@ -8,7 +8,7 @@ refuse_unsafe "$root" 3
 meta_of "$root"
 refuse_foreign() {
   identify
-  if [ -z "$ours" ] && [ -z "$adopt" ] && [ -n "$(ls -A)" ] && [ ! -f "$legacy_marker" ]; then
+  if [ -z "$ours" ] && [ -z "$adopt" ] && [ -n "$(ls -A)" ]; then
     echo "$root holds files that n10n-dev did not put there; nothing was changed" >&2
     exit 76
   fi
@@ -22,9 +22,8 @@ flock -w 120 9 || {
   echo "another sync into $root held its lock for 2 minutes; try again" >&2
   exit 75
 }
-if [ -f "$legacy_marker" ]; then mv -f -- "$legacy_marker" "$meta/replica-id" 2>/dev/null || :; fi
 refuse_foreign
-rm -rf -- "$legacy_staging" "$meta/staging" "$meta"/staging.* "$meta".new.*
+rm -rf -- "$meta/staging" "$meta"/staging.* "$meta".new.*
 # Into an empty replica that gets a new id (a first sync), the archive goes into a fresh
 # directory beside it, which then takes the replica's place in one rename. On ext4 without a
 # journal, staging 10,000 files under the long-lived "$meta" after a replica of as many was
