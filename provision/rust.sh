@@ -19,15 +19,36 @@ if [ -n "$missing" ]; then
   apt-get install -y -q --no-install-recommends $missing
 fi
 
+# rustup-init, pinned to one release and checked against its SHA-256 before it runs (no
+# `curl | sh` of whatever the site serves that day). The sums are those rustup publishes beside
+# each binary (static.rust-lang.org/rustup/archive/<version>/<target>/rustup-init.sha256).
+RUSTUP_VERSION=1.29.0
+case $(dpkg --print-architecture) in
+  amd64) target=x86_64-unknown-linux-gnu
+         sum=4acc9acc76d5079515b46346a485974457b5a79893cfb01112423c89aeb5aa10 ;;
+  arm64) target=aarch64-unknown-linux-gnu
+         sum=9732d6c5e2a098d3521fca8145d826ae0aaa067ef2385ead08e6feac88fa5792 ;;
+  *) echo "rust.sh: no pinned rustup-init for $(dpkg --print-architecture)" >&2; exit 1 ;;
+esac
+
 # rustup lives in the user's home; its installer adds ~/.cargo/bin to ~/.profile, which the
 # login shells n10n-dev runs commands in read. $HOME must expand as that user, hence the quotes.
 # shellcheck disable=SC2016
-runuser -u "$user" -- sh -eu -c '
+runuser -u "$user" -- env RUSTUP_VERSION="$RUSTUP_VERSION" target="$target" sum="$sum" sh -eu -c '
   if [ -x "$HOME/.cargo/bin/rustup" ]; then
     "$HOME/.cargo/bin/rustup" toolchain install stable --profile minimal --no-self-update
   else
-    curl --proto "=https" --tlsv1.2 -fsSL https://sh.rustup.rs \
-      | sh -s -- -y --profile minimal --default-toolchain stable
+    work=$(mktemp -d)
+    trap "rm -rf \"$work\"" EXIT
+    echo "installing: rustup $RUSTUP_VERSION and stable Rust"
+    curl --proto "=https" --tlsv1.2 -fsSL -o "$work/rustup-init" \
+      "https://static.rust-lang.org/rustup/archive/$RUSTUP_VERSION/$target/rustup-init"
+    if ! echo "$sum  $work/rustup-init" | sha256sum -c --status; then
+      echo "rustup-init $RUSTUP_VERSION for $target does not have the SHA-256 $sum: refusing it" >&2
+      exit 1
+    fi
+    chmod +x "$work/rustup-init"
+    "$work/rustup-init" -y --profile minimal --default-toolchain stable
   fi
   "$HOME/.cargo/bin/rustc" --version
 '

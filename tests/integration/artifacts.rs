@@ -152,3 +152,45 @@ fn lima_yaml_has_what_n10n_dev_relies_on() {
     assert_eq!(rest["ignore"].as_bool(), Some(true));
     assert!(rest["guestPort"].is_badvalue() && rest["guestPortRange"].is_badvalue());
 }
+
+/// Issue 29 item 14: what a release and CI run is pinned. Every action by its commit (a tag can
+/// be moved to other code), the release's tag checked before it becomes file names and Ruby, no
+/// permission a job does not declare, and no installer piped into a shell.
+#[test]
+fn the_release_and_ci_run_only_pinned_code() {
+    let workflows = repo().join(".github/workflows");
+    for entry in std::fs::read_dir(&workflows).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- uses:"))
+        {
+            let pinned = line
+                .split_once('@')
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default())
+                .is_some_and(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(pinned, "{}: {line}", path.display());
+        }
+        let piped = text.contains("| sh ") || text.contains("| sh\n") || text.contains("| bash");
+        assert!(!piped, "{}: an installer piped to a shell", path.display());
+    }
+    let release = std::fs::read_to_string(workflows.join("release.yml")).unwrap();
+    assert!(
+        release.contains("permissions: {}"),
+        "no default permissions"
+    );
+    let checked = release
+        .find(r"^v[0-9]+\.[0-9]+\.[0-9]+$")
+        .expect("the tag is checked");
+    assert!(
+        checked < release.find("sed -e").unwrap(),
+        "checked before sed writes the formula"
+    );
+    assert!(release.contains("actions/attest-build-provenance@"));
+    let rust = std::fs::read_to_string(repo().join("provision/rust.sh")).unwrap();
+    assert!(
+        !rust.contains("| sh ") && rust.contains("sha256sum -c"),
+        "rust.sh checks rustup-init"
+    );
+}
