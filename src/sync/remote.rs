@@ -24,7 +24,7 @@ use crate::ssh::{Agent, quote};
 pub const OPS: &str = ".n10n-dev-ops";
 /// The agent's socket name starts with this; the version keeps agents of different n10n-dev
 /// releases apart.
-const AGENT_SOCKET_PREFIX: &str = "agent-v5-";
+const AGENT_SOCKET_PREFIX: &str = "agent-v6-";
 /// An idle agent exits after this many seconds.
 const AGENT_IDLE_SECS: u32 = 1800;
 
@@ -370,7 +370,7 @@ mod tests {
             before,
             "the staged directory took the replica's place"
         );
-        assert_eq!(after.mode() & 0o7777, 0o750, "with the replica's mode");
+        assert_eq!(after.mode() & 0o7777, 0o700, "the user's alone, as the replica is made");
         assert_eq!(std::fs::read(replica.join("a")).unwrap(), b"1");
         let names: Vec<_> = std::fs::read_dir(home.path())
             .unwrap()

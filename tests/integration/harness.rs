@@ -506,7 +506,7 @@ pub fn agent_socket(tmp: &Path, root: &Path) -> PathBuf {
     );
     let uid = String::from_utf8(run_ok("id", &["-u"]).stdout).unwrap();
     tmp.join(format!("n10n-dev-{}", uid.trim())).join(format!(
-        "agent-v5-{}.sock",
+        "agent-v6-{}.sock",
         String::from_utf8(groups.stdout).unwrap().trim()
     ))
 }

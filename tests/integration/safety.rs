@@ -579,3 +579,60 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
     paths.sort();
     paths
 }
+
+/// Issue 29, item 5: the replica's permissions do not depend on the path that applied it. The
+/// first sync (no helper yet), a later one through the helper, and a command `run` starts all
+/// have the umask the user's sessions have; the replica and its record beside it are the
+/// user's alone.
+#[test]
+fn the_replica_gets_the_user_s_umask_whichever_path_applied_it() {
+    use std::os::unix::fs::MetadataExt;
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    project.write("first.txt", "1");
+    project.ok(&["sync"]);
+    project.write("later/second.txt", "2");
+    project.ok(&["sync"]);
+    let session_umask = stdout(&run_ok(
+        "ssh",
+        &[
+            "-i",
+            sshd.identity.to_str().unwrap(),
+            "-p",
+            &sshd.port.to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            &format!("{}@127.0.0.1", sshd.user),
+            "umask",
+        ],
+    ))
+    .trim()
+    .to_string();
+    let run_umask = project.ok(&["run", "--no-sync", "--", "sh", "-c", "umask"]);
+    assert_eq!(run_umask.trim(), session_umask);
+    let mask = u32::from_str_radix(&session_umask, 8).unwrap();
+    let mode = |path: &str| {
+        std::fs::metadata(project.replica().join(path))
+            .unwrap()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        mode("first.txt"),
+        0o666 & !mask,
+        "applied by the first sync"
+    );
+    assert_eq!(
+        mode("later/second.txt"),
+        0o666 & !mask,
+        "applied through the helper"
+    );
+    assert_eq!(mode("later"), 0o777 & !mask, "made through the helper");
+    assert_eq!(mode("."), 0o700, "the replica is the user's alone");
+    let meta = project.replica().with_file_name(".replica.n10n-dev");
+    assert_eq!(std::fs::metadata(meta).unwrap().mode() & 0o777, 0o700);
+}

@@ -3,6 +3,9 @@ use Socket;
 use POSIX ();
 use File::Path ();
 my ($path, $root, $idle) = @ARGV;
+# The user's umask, as the session that started the agent had it: what the agent applies and
+# runs gets it back (its own socket and token are private).
+my $user_umask = umask;
 (my $dir = $path) =~ s{/[^/]*$}{};
 mkdir $dir, 0700;
 my @d = lstat $dir;
@@ -75,6 +78,7 @@ sub serve {
   if ($pid == 0) {
     setpgrp(0, 0);
     open(STDIN, '<&', $conn); open(STDOUT, '>&', $out); open(STDERR, '>&', $err);
+    umask $user_umask;
     exec('/bin/sh', '-c', $command);
     POSIX::_exit(127);
   }
@@ -118,6 +122,7 @@ sub run_command {
     # No login environment could be captured: the command's own login shell makes it.
     @rest = ($login{SHELL}, '-lc', 'exec "$@"', 'sh', @rest) if $login{N10N_LOGIN_SHELL};
     delete $ENV{N10N_LOGIN_SHELL};
+    umask $user_umask;
     exec { $rest[0] } @rest;
     my $code = $!{ENOENT} ? 127 : 126;
     print STDERR "n10n-dev: $rest[0]: $!\n";
