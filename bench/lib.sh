@@ -58,6 +58,9 @@ done
 SSH_OPTS=(-i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
           -o LogLevel=ERROR -o BatchMode=yes)
 export N10N_DEV_HOME="$WORK/state"
+# The user's own config: replicas may go under the run's work directory.
+export N10N_DEV_CONFIG="$WORK/user-config.toml"
+printf '[sync]\nroots = ["%s"]\n' "$WORK" > "$N10N_DEV_CONFIG"
 # `up` makes a Docker context: in a config of the run's own, not the user's.
 export DOCKER_CONFIG="$WORK/docker-config"
 

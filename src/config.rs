@@ -534,11 +534,9 @@ fn identity_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     Ok(Some(text))
 }
 
-/// Refuse replica locations whose deletes could hit a home or system directory, however the
-/// path is spelled (`~/.`, `/root/./`, `//etc`). The machine checks again where the path
-/// really leads (symlinks, its own home) before it writes anything.
-pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
-    // The machine resolves a path that does not start at the root from the home directory.
+/// A dest as the machine resolves it: from the home directory (`~/…`, or a path that does not
+/// start at the root) or from the root, and its parts without `.` and empty ones.
+fn dest_parts(dest: &str) -> std::result::Result<(bool, Vec<&str>), String> {
     let (home_relative, rest) = match dest.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
         _ => (!dest.starts_with('/'), dest),
@@ -555,6 +553,56 @@ pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
             part => parts.push(part),
         }
     }
+    Ok((home_relative, parts))
+}
+
+/// The directory replicas go in by default; others only where the user's own config names them.
+pub const DEFAULT_SYNC_ROOT: &str = "~/n10n";
+
+/// A dest lies in a directory of its own: strictly under `~/n10n` or a root the user named in
+/// their own config, and never in a dot-directory of the home. A project's file may have been
+/// written by anyone, and a sync writes the project's files there: in `~/.local/bin`,
+/// `~/.config/systemd/user` or `~/.ssh` they would run, or be trusted, at the next login.
+pub fn check_dest_placement(dest: &str, user_roots: &[String]) -> std::result::Result<(), String> {
+    let (home_relative, parts) = dest_parts(dest)?;
+    if let (true, Some(first)) = (home_relative, parts.first().filter(|p| p.starts_with('.'))) {
+        return Err(format!(
+            "[sync] dest = \"{dest}\" is in a dot-directory of the home (~/{first}): those hold \
+             what logins, shells and services run or trust (~/.local/bin, ~/.config/systemd, \
+             ~/.ssh), and no replica goes there"
+        ));
+    }
+    let under = |root: &str| {
+        dest_parts(root).is_ok_and(|(root_home, root_parts)| {
+            root_home == home_relative
+                && parts.len() > root_parts.len()
+                && parts.starts_with(&root_parts)
+        })
+    };
+    let roots: Vec<&str> = std::iter::once(DEFAULT_SYNC_ROOT)
+        .chain(user_roots.iter().map(String::as_str))
+        .collect();
+    if roots.iter().any(|root| under(root)) {
+        return Ok(());
+    }
+    Err(format!(
+        "[sync] dest = \"{dest}\" is not inside a directory that replicas may take ({}): a sync \
+         writes the project there and deletes what is not part of it, so a dest elsewhere could \
+         plant files where the machine runs them (a directory on PATH, an autostart or unit \
+         directory) or delete others'",
+        roots
+            .iter()
+            .map(|r| format!("\"{r}/…\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Refuse replica locations whose deletes could hit a home or system directory, however the
+/// path is spelled (`~/.`, `/root/./`, `//etc`). The machine checks again where the path
+/// really leads (symlinks, its own home) before it writes anything.
+pub fn check_dest(dest: &str) -> std::result::Result<(), String> {
+    let (home_relative, parts) = dest_parts(dest)?;
     let system = |first: &str| {
         matches!(
             first,
@@ -662,6 +710,8 @@ struct RawSync {
     #[serde(default, deserialize_with = "sync_dest")]
     dest: Option<String>,
     exclude: Option<Vec<String>>,
+    /// The user's to set (`user_config`): refused here.
+    roots: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -747,6 +797,7 @@ impl RawConfig {
         user: &UserConfig,
     ) -> Result<Config> {
         let user_only = [
+            ("[sync] roots", self.sync.roots.as_ref().map(Spanned::span)),
             (
                 "[forward] public",
                 self.forward.public.as_ref().map(Spanned::span),
@@ -769,6 +820,21 @@ impl RawConfig {
                 &message,
                 &help,
             )));
+        }
+        let dest = self
+            .sync
+            .dest
+            .unwrap_or_else(|| format!("{DEFAULT_SYNC_ROOT}/{project}"));
+        if let Err(why) = check_dest_placement(&dest, &user.sync_roots) {
+            let help = format!(
+                "choose \"{DEFAULT_SYNC_ROOT}/<project>\"; or, if you mean it, add the directory \
+                 it is in to [sync] roots in {}",
+                user_config::file_named()
+            );
+            return Err(Error::Config(match source {
+                Some((path, text)) => render_at(path, text, None, &why, &help),
+                None => format!("{why}\nhelp: {help}"),
+            }));
         }
         let backend_span = self.vm.backend.as_ref().map(|b| b.span());
         let backend = self.vm.backend.map(Spanned::into_inner).unwrap_or_default();
@@ -801,10 +867,7 @@ impl RawConfig {
                 identity: expand_home(self.ssh.identity.as_deref().unwrap_or("~/.ssh/id_ed25519")),
             },
             sync: SyncConfig {
-                dest: self
-                    .sync
-                    .dest
-                    .unwrap_or_else(|| format!("~/n10n/{project}")),
+                dest,
                 exclude: self.sync.exclude.unwrap_or_else(|| vec!["target/".into()]),
             },
             image: ImageConfig {
@@ -976,6 +1039,45 @@ mod tests {
     }
 
     #[test]
+    fn a_dest_lies_in_a_directory_replicas_may_take() {
+        let roots = ["/srv/builds".to_string(), "~/code".to_string()];
+        for dest in [
+            "~/n10n/demo",
+            "~/./n10n/demo",
+            "n10n/demo",
+            "/srv/builds/app",
+            "~/code/app",
+        ] {
+            assert_eq!(check_dest_placement(dest, &roots), Ok(()), "{dest}");
+        }
+        for (dest, said) in [
+            ("~/.local/bin", "a dot-directory of the home (~/.local)"),
+            (
+                "~/.config/systemd/user",
+                "a dot-directory of the home (~/.config)",
+            ),
+            ("~/.ssh", "a dot-directory of the home (~/.ssh)"),
+            ("~/bin", "not inside a directory that replicas may take"),
+            ("~/n10n", "not inside"),
+            ("/srv/builds", "not inside"),
+            ("/srv/other/app", "not inside"),
+            ("/home/x/n10n/app", "not inside"),
+        ] {
+            let why = check_dest_placement(dest, &roots).unwrap_err();
+            assert!(why.contains(said), "{dest}: {why}");
+        }
+        // The user's roots are the user's: a project file's dest elsewhere names the way.
+        let e = parse("[sync]\ndest = \"~/.local/bin\"\n").unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(e.to_string().contains("[sync] roots in"), "{e}");
+        let e = parse("[sync]\nroots = [\"~\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains("[sync] roots is yours to decide"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn forwards_are_read_as_vagrant_writes_them() {
         let config = parse("[forward]\nports = [\"8080:80\", \"127.0.0.1:9000:8080\"]\n").unwrap();
         let ports = &config.forward.ports;
@@ -1069,7 +1171,7 @@ mod tests {
             user = "dev"
             identity = "/keys/id"
             [sync]
-            dest = "/srv/build"
+            dest = "~/n10n/build"
             exclude = ["node_modules/"]
             [image]
             build = "make image"

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 pub const ENV: &str = "N10N_DEV_CONFIG";
 
 /// The keys of this file, as a project file would spell them (`[table] key`).
-pub const KEYS: [&str; 2] = ["[forward] public", "[push] ecr_hosts"];
+pub const KEYS: [&str; 3] = ["[sync] roots", "[forward] public", "[push] ecr_hosts"];
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserConfig {
@@ -22,6 +22,8 @@ pub struct UserConfig {
     pub path: Option<PathBuf>,
     /// The file was there and read.
     pub read: bool,
+    /// Directories on a machine that replicas may go in, besides `~/n10n`.
+    pub sync_roots: Vec<String>,
     /// Forwarded ports listen on every interface of this machine, not on loopback only.
     pub forward_public: bool,
     /// Registries outside the ECR host pattern that may get an ECR token from `push`.
@@ -56,6 +58,7 @@ pub fn load() -> Result<UserConfig> {
     let raw = parse(&text, &path)?;
     Ok(UserConfig {
         read: true,
+        sync_roots: raw.sync.roots.unwrap_or_default(),
         forward_public: raw.forward.public.unwrap_or(false),
         ecr_hosts: raw.push.ecr_hosts.unwrap_or_default(),
         path: Some(path),
@@ -64,20 +67,35 @@ pub fn load() -> Result<UserConfig> {
 
 /// The words a refusal of a user-only key in a project file ends with: where to set it instead.
 pub fn where_to_set(key: &str) -> String {
-    let file = path().map_or_else(
+    format!(
+        "{key} is yours to decide, not a project's: set it in {}",
+        file_named()
+    )
+}
+
+/// The user's file, as a message names it.
+pub fn file_named() -> String {
+    path().map_or_else(
         || format!("your own config file (set {ENV})"),
         |p| p.display().to_string(),
-    );
-    format!("{key} is yours to decide, not a project's: set it in {file}")
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
     forward: RawForward,
     #[serde(default)]
     push: RawPush,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    roots: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -382,8 +382,9 @@ struct Upload {
 fn refused_dest(dest: &str, resolved: &str) -> Error {
     Error::Usage(format!(
         "[sync] dest = \"{dest}\" leads to {resolved} on the machine: its home, a parent of its \
-         home or a system directory, where a sync would delete whatever is not part of the \
-         project; nothing was changed\nchoose a directory of its own, like \"~/n10n/<project>\""
+         home, a system directory or a directory its commands are found in (on PATH, or above \
+         one), where a sync would delete what is not part of the project or plant what runs; \
+         nothing was changed\nchoose a directory of its own, like \"~/n10n/<project>\""
     ))
 }
 

@@ -370,7 +370,11 @@ mod tests {
             before,
             "the staged directory took the replica's place"
         );
-        assert_eq!(after.mode() & 0o7777, 0o700, "the user's alone, as the replica is made");
+        assert_eq!(
+            after.mode() & 0o7777,
+            0o700,
+            "the user's alone, as the replica is made"
+        );
         assert_eq!(std::fs::read(replica.join("a")).unwrap(), b"1");
         let names: Vec<_> = std::fs::read_dir(home.path())
             .unwrap()

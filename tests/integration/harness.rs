@@ -271,6 +271,15 @@ impl Project {
             forwarder: None,
         };
         project.write_config(sshd.port, &sshd.user, &sshd.identity, extra);
+        // The user's own config: replicas may go in the test's "remote" directory.
+        std::fs::write(
+            project.user_config(),
+            format!(
+                "[sync]\nroots = [\"{}\"]\n",
+                project.remote.path().display()
+            ),
+        )
+        .unwrap();
         if kept_mode() {
             project.start_forwarder();
         }
@@ -311,17 +320,35 @@ impl Project {
         std::fs::write(self.dir.path().join("n10n-dev.toml"), config).unwrap();
     }
 
-    /// Point the written config's `[sync] dest` at `dest` instead of this project's replica.
+    /// Point the written config's `[sync] dest` at `dest` instead of this project's replica;
+    /// the user's own config lets replicas go in the directory an absolute `dest` is in, so
+    /// that what is tried is the check on the machine.
     pub fn set_dest(&self, dest: &str) {
         let path = self.root().join("n10n-dev.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let ours = format!("dest = \"{}\"\n", self.replica().display());
         assert!(text.contains(&ours), "no dest line to replace in {text}");
         std::fs::write(&path, text.replace(&ours, &format!("dest = \"{dest}\"\n"))).unwrap();
+        if let Some(parent) = Path::new(dest).parent().filter(|_| dest.starts_with('/')) {
+            std::fs::write(
+                self.user_config(),
+                format!(
+                    "[sync]\nroots = [\"{}\", \"{}\"]\n",
+                    self.remote.path().display(),
+                    parent.display()
+                ),
+            )
+            .unwrap();
+        }
     }
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The user's own config file the commands read (`N10N_DEV_CONFIG`).
+    pub fn user_config(&self) -> PathBuf {
+        self.home.path().join("user-config.toml")
     }
 
     /// Where the replica lands (sshd runs on this machine, so the test can look at it directly).
@@ -334,6 +361,7 @@ impl Project {
         cmd.args(args)
             .current_dir(self.root())
             .env("N10N_DEV_HOME", self.home.path())
+            .env("N10N_DEV_CONFIG", self.user_config())
             // `up` makes a Docker context: in the test's own Docker config, not the user's.
             .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
             .env_remove("N10N_DEV_BACKEND")

@@ -20,9 +20,10 @@ fn destroy_answered_no_on_a_terminal_is_aborted_with_a_question_that_fits() {
     let sshd = Sshd::start();
     let project = Project::new(&sshd);
     let command = format!(
-        "cd '{}' && N10N_DEV_HOME='{}' '{BIN}' destroy; echo \"EXIT=$?\"; sleep 600",
+        "cd '{}' && N10N_DEV_HOME='{}' N10N_DEV_CONFIG='{}' '{BIN}' destroy; echo \"EXIT=$?\"; sleep 600",
         project.root().display(),
-        project.home.path().display()
+        project.home.path().display(),
+        project.user_config().display()
     );
     let tmux = crate::shell::Tmux::start(format!("n10n-destroy-{}", std::process::id()), &command);
     wait_for("the question", std::time::Duration::from_secs(20), || {

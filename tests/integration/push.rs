@@ -357,15 +357,13 @@ fn ecr_tokens_come_from_the_aws_cli() {
     );
 
     // Or the user's own config names the host once for all.
-    let user_config = aws_home.path().join("n10n-dev-config.toml");
-    std::fs::write(
-        &user_config,
-        format!("[push]\necr_hosts = [\"{}\"]\n", registry.host),
-    )
-    .unwrap();
+    let user_config = p.project.user_config();
+    let mut text = std::fs::read_to_string(&user_config).unwrap();
+    text.push_str(&format!("[push]\necr_hosts = [\"{}\"]\n", registry.host));
+    std::fs::write(&user_config, text).unwrap();
     let mut cmd = p.cmd(&["--tag", "44"]);
     with_aws(&mut cmd);
-    let out = cmd.env("N10N_DEV_CONFIG", &user_config).output().unwrap();
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 
     // No AWS credentials at all: the CLI's own complaint, and the next step.

@@ -636,3 +636,41 @@ fn the_replica_gets_the_user_s_umask_whichever_path_applied_it() {
     let meta = project.replica().with_file_name(".replica.n10n-dev");
     assert_eq!(std::fs::metadata(meta).unwrap().mode() & 0o777, 0o700);
 }
+
+/// Issue 29, item 3: a dest lies in a directory of its own. A project's `~/.local/bin` or any
+/// dest outside `~/n10n` and the user's own `[sync] roots` is refused before any connection,
+/// naming the rule and the user's file; on the machine, a directory its commands are found in
+/// is refused too, however the roots were set. Only dry runs: nothing is written if it came back.
+#[test]
+fn a_dest_must_be_a_directory_of_its_own() {
+    let sshd = Sshd::start();
+    let home = home_with_canary(&sshd);
+    for (dest, said) in [
+        ("~/.local/bin", "a dot-directory of the home (~/.local)"),
+        (
+            "~/.config/systemd/user",
+            "a dot-directory of the home (~/.config)",
+        ),
+        (
+            "~/code/app",
+            "not inside a directory that replicas may take",
+        ),
+    ] {
+        let project = Project::new(&sshd);
+        project.write("cargo", "#!/bin/sh\necho planted\n");
+        project.set_dest(dest);
+        let out = project.run(&["sync", "--dry-run"]);
+        assert_exit_saying(&out, 2, said);
+        let user_file = project.user_config().display().to_string();
+        assert!(stderr(&out).contains(&user_file), "{}", stderr(&out));
+    }
+    // ~/bin on the machine, which Debian's ~/.profile puts on PATH: refused there, even with
+    // the home among the user's roots.
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    let project = Project::new(&sshd);
+    project.write("cargo", "#!/bin/sh\necho planted\n");
+    project.set_dest(&home.join("bin").display().to_string());
+    let out = project.run(&["sync", "--dry-run"]);
+    assert_exit_saying(&out, 2, "a directory its commands are found in");
+    assert!(!home.join("bin/cargo").exists());
+}

@@ -91,10 +91,12 @@ fn shell_has_a_sized_pty_follows_resizes_and_returns_the_exit_code() {
     project.write("marker-file", "x");
     let session = format!("n10n-shell-{}", std::process::id());
     let command = format!(
-        "cd '{}' && N10N_DEV_HOME='{}' TERM=xterm-256color '{BIN}' shell; echo \"EXIT=$?\"; \
+        "cd '{}' && N10N_DEV_HOME='{}' N10N_DEV_CONFIG='{}' TERM=xterm-256color '{BIN}' shell; \
+         echo \"EXIT=$?\"; \
          stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon | sed 's/^/MODE=/'; sleep 600",
         project.root().display(),
-        project.home.path().display()
+        project.home.path().display(),
+        project.user_config().display()
     );
     let tmux = Tmux::start(session, &command);
 

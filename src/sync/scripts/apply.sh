@@ -19,7 +19,8 @@ refuse_foreign
 # The replica and what n10n-dev keeps beside it are the user's alone (other users of a shared
 # host read neither); what is inside gets the user's umask.
 chmod 700 .
-mkdir -p -m 700 -- "$meta" && chmod 700 -- "$meta"
+[ -d "$meta" ] || mkdir -m 700 -- "$meta"
+chmod 700 -- "$meta"
 exec 9>>"$meta/lock"
 flock -w 120 9 || {
   echo "another sync into $root held its lock for 2 minutes; try again" >&2

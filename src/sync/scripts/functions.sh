@@ -12,6 +12,16 @@ refuse_unsafe() {
       unsafe "$1" "$2" ;;
   esac
   case "$home/" in "$1"/*) unsafe "$1" "$2" ;; esac
+  # A directory commands are found in, or one above it: what a sync writes there would run at
+  # the next login. PATH as this session has it, and the directories Debian's and Ubuntu's
+  # ~/.profile add; compared as written, with builtins only (a probe is on every sync's path).
+  rest="$PATH:$home/bin:$home/.local/bin:"
+  while [ -n "$rest" ]; do
+    entry=${rest%%:*}
+    rest=${rest#*:}
+    [ -n "$entry" ] || continue
+    case "$entry/" in "$1"/*) unsafe "$1" "$2" ;; esac
+  done
 }
 
 # The working directory's device:inode:birth time, spaces made `_`, in `here`.
