@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -143,6 +144,46 @@ impl Lock {
         let file = open_lock_file(path)?;
         Ok(file.try_lock().is_ok().then_some(Lock { _file: file }))
     }
+}
+
+/// A lock whose holder any other process can name: a POSIX record lock (`fcntl`), for which
+/// `F_GETLK` reports the pid that holds it. Held for as long as the value lives. The holding
+/// process must not open and close the file otherwise: POSIX drops a process's record locks at
+/// the first close of any descriptor of the file.
+pub struct PidLock {
+    _file: File,
+}
+
+impl PidLock {
+    /// Take the lock at `path` if nobody holds it; `None` when another process does.
+    pub fn try_acquire(path: &Path) -> Result<Option<PidLock>> {
+        let file = open_lock_file(path)?;
+        let mut lock = whole_file(libc::F_WRLCK);
+        // SAFETY: fcntl(2) with a valid descriptor and a flock struct that lives across the call.
+        let taken = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) } == 0;
+        Ok(taken.then_some(PidLock { _file: file }))
+    }
+
+    /// The pid of the process that holds the lock at `path` at this moment, if one does.
+    pub fn holder(path: &Path) -> Option<u32> {
+        let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+        let mut lock = whole_file(libc::F_WRLCK);
+        // SAFETY: as above; F_GETLK only reports, it takes nothing.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) } != 0 {
+            return None;
+        }
+        (lock.l_type != libc::F_UNLCK as libc::c_short && lock.l_pid > 0)
+            .then_some(lock.l_pid as u32)
+    }
+}
+
+/// A record lock of `kind` over the whole file.
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all zero is a valid value (start 0, length 0: to the end).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

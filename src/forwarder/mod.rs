@@ -111,23 +111,16 @@ impl Status {
     }
 }
 
-/// The forwarder's process, when one runs. A forwarder holds its lock for as long as it runs:
-/// when the lock is free, the pidfile is stale (the pid may belong to any process by now), and
-/// it is removed so that nothing ever signals that pid.
+/// The forwarder's process, when one runs: the pid that holds the forwarder's lock, as the lock
+/// itself names it (never the pidfile's word, nor "someone holds it": a pid in a file may
+/// belong to any process by now). A pidfile left by one that is gone is removed.
 pub fn running_pid(paths: &Paths) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(&paths.pidfile)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: signal 0 checks that the process exists; nothing is sent.
-    let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
-    if alive && matches!(crate::state::Lock::try_acquire(&paths.lock), Ok(Some(_))) {
-        tracing::debug!("stale forwarder pidfile (pid {pid}, lock free): removed");
+    let holder = crate::state::PidLock::holder(&paths.lock);
+    if holder.is_none() && paths.pidfile.exists() {
+        tracing::debug!("stale forwarder pidfile (its lock is free): removed");
         let _ = std::fs::remove_file(&paths.pidfile);
-        return None;
     }
-    alive.then_some(pid)
+    holder
 }
 
 /// Whether the engine answers through the socket (`GET /_ping` → `OK`), within `timeout`.
@@ -265,14 +258,14 @@ pub fn renew(paths: &Paths) -> bool {
 /// End the forwarder, if one runs, and remove its socket.
 pub fn stop(paths: &Paths) {
     if let Some(pid) = running_pid(paths) {
-        // SAFETY: plain kill(2) of the pid the forwarder wrote.
+        // SAFETY: plain kill(2) of the pid that holds the forwarder's lock.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while running_pid(paths).is_some() && Instant::now() < deadline {
+        while running_pid(paths) == Some(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if running_pid(paths).is_some() {
-            // SAFETY: as above; it did not stop in time.
+        if running_pid(paths) == Some(pid) {
+            // SAFETY: as above; the same pid still holds the lock: it did not stop in time.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }

@@ -98,17 +98,10 @@ impl Link {
     }
 }
 
-/// The forwarder's lock, unless another forwarder holds it. Someone checking for a stale pidfile
-/// holds it for an instant (see `running_pid`), so a held lock is tried for a moment longer.
-fn take_lock(path: &std::path::Path) -> Result<Option<crate::state::Lock>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-    loop {
-        match crate::state::Lock::try_acquire(path)? {
-            Some(lock) => return Ok(Some(lock)),
-            None if std::time::Instant::now() >= deadline => return Ok(None),
-            None => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
+/// The forwarder's lock, unless another forwarder holds it (readers only ask who holds it, and
+/// take nothing).
+fn take_lock(path: &std::path::Path) -> Result<Option<crate::state::PidLock>> {
+    crate::state::PidLock::try_acquire(path)
 }
 
 /// How the forwarder reaches the machine: a new, direct SSH connection each time it is asked.

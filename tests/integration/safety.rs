@@ -674,3 +674,33 @@ fn a_dest_must_be_a_directory_of_its_own() {
     assert_exit_saying(&out, 2, "a directory its commands are found in");
     assert!(!home.join("bin/cargo").exists());
 }
+
+/// Issue 29, item 12: only the process that holds the forwarder's lock, as the lock names it,
+/// is ever signalled; not a pid from the pidfile because "someone holds the lock" (another
+/// n10n-dev checking for a stale pidfile held it for an instant, and the pid had been reused).
+#[test]
+fn stop_signals_only_the_pid_the_lock_names() {
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let vm_dir = project.home.path().join("vms/test-vm");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    std::fs::set_permissions(project.home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    std::fs::write(vm_dir.join("forwarder.pid"), bystander.id().to_string()).unwrap();
+    // Another process has the lock file locked at this moment, as a concurrent check would.
+    let lock = std::fs::File::create(vm_dir.join("forwarder.lock")).unwrap();
+    lock.lock().unwrap();
+    let _ = project.run(&["stop"]);
+    let _ = project.run(&["status"]);
+    drop(lock);
+    let survived = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        survived,
+        "stop signalled the pidfile's pid, which the lock does not name"
+    );
+}
