@@ -67,7 +67,7 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
     let walk = Walk {
         rules: RwLock::new(rules),
         queue: Mutex::new(Queue {
-            pending: vec![Vec::new()],
+            pending: vec![(Vec::new(), None)],
             busy: 0,
             failed: None,
         }),
@@ -102,9 +102,12 @@ pub fn scan(rules: &mut Rules) -> Result<Tree> {
     Ok(tree)
 }
 
+/// A directory's device and inode, as its parent's listing saw them.
+type Identity = (u64, u64);
+
 /// The directories still to read, shared by the scan's threads.
 struct Queue {
-    pending: Vec<RelPath>,
+    pending: Vec<(RelPath, Option<Identity>)>,
     /// Threads reading a directory now (and so perhaps about to add more).
     busy: usize,
     failed: Option<crate::error::Error>,
@@ -129,8 +132,8 @@ impl Walk<'_> {
     /// Read directories until none is left (or one failed).
     fn work(&self) -> Found {
         let mut found = Found::default();
-        while let Some(dir) = self.next_dir() {
-            let read = self.read_dir(&dir, &mut found);
+        while let Some((dir, identity)) = self.next_dir() {
+            let read = self.read_dir(&dir, identity, &mut found);
             let mut queue = self.queue.lock().expect("not poisoned");
             queue.busy -= 1;
             match read {
@@ -145,7 +148,7 @@ impl Walk<'_> {
     }
 
     /// The next directory to read; `None` once there is none and no thread can add one.
-    fn next_dir(&self) -> Option<RelPath> {
+    fn next_dir(&self) -> Option<(RelPath, Option<Identity>)> {
         let mut queue = self.queue.lock().expect("not poisoned");
         loop {
             if queue.failed.is_some() {
@@ -162,11 +165,22 @@ impl Walk<'_> {
         }
     }
 
-    /// Record what `dir` holds; its subdirectories, to be read next.
-    fn read_dir(&self, dir: &RelPath, found: &mut Found) -> Result<Vec<RelPath>> {
+    /// Record what `dir` holds; its subdirectories, to be read next. A directory that is no
+    /// longer the one its parent listed (`identity`), a symlink put in its place above all, is
+    /// not read: it left the snapshot, and nothing outside the project comes in through it.
+    fn read_dir(
+        &self,
+        dir: &RelPath,
+        identity: Option<Identity>,
+        found: &mut Found,
+    ) -> Result<Vec<(RelPath, Option<Identity>)>> {
         let abs = self.rules.read().expect("not poisoned").absolute(dir);
-        let entries = match fs::read_dir(&abs) {
-            Ok(entries) => entries,
+        let (open, entries) = match open_dir_as_listed(&abs, identity) {
+            Ok(Some(listed)) => listed,
+            Ok(None) => {
+                found.vanished_dirs.push(dir.clone());
+                return Ok(Vec::new());
+            }
             Err(e) if vanished(&e) && !dir.is_empty() => {
                 found.vanished_dirs.push(dir.clone());
                 return Ok(Vec::new());
@@ -197,7 +211,7 @@ impl Walk<'_> {
                 path.push(b'/');
             }
             path.extend_from_slice(entry.file_name().as_bytes());
-            let Some((kind, meta)) = describe(&entry)? else {
+            let Some((kind, meta)) = describe(&entry, &open, &abs)? else {
                 continue;
             };
             let is_dir = kind == Kind::Dir;
@@ -205,7 +219,7 @@ impl Walk<'_> {
                 continue;
             }
             if is_dir {
-                subdirs.push(path.clone());
+                subdirs.push((path.clone(), Some((meta.dev(), meta.ino()))));
             }
             found.entries.push((
                 path,
@@ -227,7 +241,12 @@ impl Walk<'_> {
 
 /// What a directory entry is, with its metadata; `None` for what a sync leaves alone (special
 /// files) or what vanished since it was listed.
-fn describe(entry: &fs::DirEntry) -> Result<Option<(Kind, fs::Metadata)>> {
+fn describe(
+    entry: &fs::DirEntry,
+    open: &fs::File,
+    dir: &std::path::Path,
+) -> Result<Option<(Kind, fs::Metadata)>> {
+    let shown = || dir.join(entry.file_name()).display().to_string();
     // DirEntry::metadata is an lstat relative to the open directory: no path walk.
     let meta = match entry.metadata() {
         Ok(meta) => meta,
@@ -235,7 +254,7 @@ fn describe(entry: &fs::DirEntry) -> Result<Option<(Kind, fs::Metadata)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(crate::error::Error::io(
-                format!("cannot stat {}", entry.path().display()),
+                format!("cannot stat {}", shown()),
                 e,
             ));
         }
@@ -249,24 +268,79 @@ fn describe(entry: &fs::DirEntry) -> Result<Option<(Kind, fs::Metadata)>> {
             executable: meta.mode() & 0o111 != 0,
         }
     } else if file_type.is_symlink() {
-        let target = match fs::read_link(entry.path()) {
+        let target = match read_link_at(open, &entry.file_name()) {
             Ok(target) => target,
             Err(e) if vanished(&e) => return Ok(None),
             Err(e) => {
                 return Err(crate::error::Error::io(
-                    format!("cannot read link {}", entry.path().display()),
+                    format!("cannot read link {}", shown()),
                     e,
                 ));
             }
         };
-        Kind::Symlink {
-            target: target.as_os_str().as_bytes().to_vec(),
-        }
+        Kind::Symlink { target }
     } else {
-        tracing::debug!("skipping special file {}", entry.path().display());
+        tracing::debug!("skipping special file {}", shown());
         return Ok(None);
     };
     Ok(Some((kind, meta)))
+}
+
+/// The entries of the directory at `abs`, opened without following a symlink in its place and
+/// listed through that open directory; `None` when it is not the directory `identity` names
+/// (replaced since its parent was listed). Only the last component is guarded by O_NOFOLLOW;
+/// the identity check covers the rest, since a directory reached through any swapped parent is
+/// another directory.
+fn open_dir_as_listed(
+    abs: &std::path::Path,
+    identity: Option<Identity>,
+) -> std::io::Result<Option<(fs::File, fs::ReadDir)>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(abs)
+    {
+        Ok(dir) => dir,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = dir.metadata()?;
+    if identity.is_some_and(|listed| listed != (meta.dev(), meta.ino())) {
+        return Ok(None);
+    }
+    // The open directory itself, by its descriptor: no path is walked again (where there is
+    // no /dev/fd, as in a bare chroot, the checked path once more).
+    let entries = match fs::read_dir(format!("/dev/fd/{}", dir.as_raw_fd())) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::read_dir(abs)?,
+        listed => listed?,
+    };
+    Ok(Some((dir, entries)))
+}
+
+/// The target of the symlink `name` in the open directory `dir` (readlinkat: no path walk).
+fn read_link_at(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name.as_bytes())?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a valid descriptor, a NUL-terminated name, and a buffer of the length given.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n as usize == buf.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
 /// The error of reading something that was removed or replaced since it was listed.
@@ -281,6 +355,48 @@ fn vanished(error: &std::io::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// Issue 29 item 11: a directory replaced by a symlink (or reached through a parent that
+    /// was) after its parent was listed is not read: nothing outside the project is recorded.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_scan_leads_nowhere() {
+        let project = tempfile::tempdir().unwrap();
+        let root = project.path();
+        fs::create_dir_all(root.join("d/inner")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(outside.path().join("inner")).unwrap();
+        fs::write(outside.path().join("secret.txt"), "s").unwrap();
+        fs::write(outside.path().join("inner/secret.txt"), "s").unwrap();
+        let mut rules = Rules::new(root, &[]).unwrap();
+        let walk = Walk {
+            rules: RwLock::new(&mut rules),
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                busy: 0,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+        };
+        let mut found = Found::default();
+        let top = walk.read_dir(&Vec::new(), None, &mut found).unwrap();
+        let below_d = walk.read_dir(&b"d".to_vec(), top[0].1, &mut found).unwrap();
+        // Now both d and (through d) d/inner lead out of the project.
+        fs::rename(root.join("d"), root.join("d-was")).unwrap();
+        symlink(outside.path(), root.join("d")).unwrap();
+        for (dir, identity) in top.into_iter().chain(below_d) {
+            walk.read_dir(&dir, identity, &mut found).unwrap();
+        }
+        let recorded: Vec<String> = found
+            .entries
+            .iter()
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        assert!(
+            recorded.iter().all(|p| !p.contains("secret")),
+            "{recorded:?}"
+        );
+        assert_eq!(found.vanished_dirs, [b"d".to_vec(), b"d/inner".to_vec()]);
+    }
 
     #[test]
     fn a_nested_gitignore_rules_its_own_subtree_whichever_thread_reads_it() {
