@@ -2,7 +2,9 @@
 //! `[forward] auto`, every port the machine listens on and every port its Docker publishes.
 //! Listening sockets come from one remote loop over the forwarder's connection that reads
 //! `/proc/net/tcp{,6}` every 0.2 s and sends only changes; published ports come from the
-//! engine's own events (`published`), as a container starts or dies. Each port is bound on
+//! engine's own events (`published`), as a container starts or dies. Only the SSH user's own
+//! listeners and root's (a container on the host's network is root's) are forwarded: on a
+//! shared host, another user's port is theirs to serve, not the Mac's tools' to reach. Each port is bound on
 //! this machine's loopback (127.0.0.1 and ::1; every interface only with `[forward] public =
 //! true`) and relayed through direct-tcpip channels. Ports below 1024, port 22 and ports taken
 //! here are skipped and reported. UDP is not forwarded.
@@ -24,25 +26,25 @@ use crate::ssh::relay::relay;
 
 /// How long to wait before watching again when the machine would not start the watch.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
-/// The machine's listening sockets, each snapshot ended by `SNAPSHOT_END`: with perl (always
-/// on Debian), read every 0.2 s and sent only when they changed (the first always); without,
-/// every socket every 2 s. One line a socket, with the address and state in the kernel's
-/// columns 2 and 4.
+/// The machine's listening sockets, each snapshot ended by `SNAPSHOT_END` and the SSH user's
+/// uid: with perl (always on Debian), read every 0.2 s and sent only when they changed (the
+/// first always); without, every socket every 2 s. One line a socket, with the address, the
+/// state and the owner's uid in the kernel's columns 2, 4 and 8.
 const SNAPSHOTS: &str = r#"if command -v perl >/dev/null 2>&1; then exec perl -e '
 $| = 1; my $last = "-";
 while (1) {
   my @up;
   for my $f ("/proc/net/tcp", "/proc/net/tcp6") {
     open(my $h, "<", $f) or next;
-    while (<$h>) { my @x = split; push @up, "- $x[1] - $x[3]
-" if @x > 3 && $x[3] eq "0A" }
+    while (<$h>) { my @x = split; push @up, "- $x[1] - $x[3] - - - $x[7]
+" if @x > 7 && $x[3] eq "0A" }
   }
   my $now = join "", sort @up;
-  if ($now ne $last) { print $now, "n10n-end
+  if ($now ne $last) { print $now, "n10n-end $<
 "; $last = $now }
   select undef, undef, undef, 0.2;
 }'; fi
-while :; do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo n10n-end; sleep 2; done"#;
+while :; do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo "n10n-end $(id -u)"; sleep 2; done"#;
 const SNAPSHOT_END: &str = "n10n-end";
 const LISTEN_STATE: &str = "0A";
 
@@ -53,10 +55,20 @@ pub(super) struct Listening {
     pub port: u16,
 }
 
-/// What a watch saw: all of the machine's listening sockets, or all ports Docker publishes.
+/// What a watch saw: the machine's listening sockets (those it may forward, and other users'
+/// ports with their uid), or all ports Docker publishes.
 pub(super) enum Seen {
-    Listening(Vec<Listening>),
+    Listening(Sockets),
     Published(Vec<Listening>),
+}
+
+/// One snapshot of the machine's listening sockets.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Sockets {
+    /// The SSH user's and root's.
+    pub forwardable: Vec<Listening>,
+    /// Other users' ports, and whose.
+    pub others: BTreeMap<u16, u32>,
 }
 
 /// One forward being served: its listeners' accept loops.
@@ -107,7 +119,7 @@ pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
         skipped,
         static_ports: config.ports.iter().map(|f| f.host_port).collect(),
         public: config.public,
-        listening: Vec::new(),
+        listening: Sockets::default(),
         published: BTreeSet::new(),
         served: BTreeMap::new(),
         not_served: BTreeMap::new(),
@@ -116,7 +128,7 @@ pub(crate) async fn follow(link: &Arc<Link>, config: &ForwardConfig) {
     let follow = async {
         while let Some(news) = seen.recv().await {
             match news {
-                Seen::Listening(listening) => auto.listening = listening,
+                Seen::Listening(sockets) => auto.listening = sockets,
                 Seen::Published(published) => auto.published = published.into_iter().collect(),
             }
             auto.follow(link).await;
@@ -146,13 +158,13 @@ async fn watch_listening(link: &Arc<Link>, tell: mpsc::Sender<Seen>) {
             let mut lines = BufReader::new(channel.into_stream()).lines();
             let mut snapshot = String::new();
             while let Ok(Some(line)) = lines.next_line().await {
-                if line != SNAPSHOT_END {
+                let Some(own_uid) = snapshot_end(&line) else {
                     snapshot.push_str(&line);
                     snapshot.push('\n');
                     continue;
-                }
-                let listening = parse_proc_net_tcp(&snapshot);
-                if tell.send(Seen::Listening(listening)).await.is_err() {
+                };
+                let sockets = parse_proc_net_tcp(&snapshot, own_uid);
+                if tell.send(Seen::Listening(sockets)).await.is_err() {
                     return true;
                 }
                 snapshot.clear();
@@ -173,7 +185,7 @@ struct Auto {
     skipped: Vec<Skipped>,
     static_ports: BTreeSet<u16>,
     public: bool,
-    listening: Vec<Listening>,
+    listening: Sockets,
     published: BTreeSet<Listening>,
     served: BTreeMap<u16, Served>,
     not_served: BTreeMap<u16, String>,
@@ -186,6 +198,7 @@ impl Auto {
         let own = crate::own_ports::claimed(&link.paths.own_ports);
         let ports: BTreeMap<u16, Listening> = self
             .listening
+            .forwardable
             .iter()
             .chain(&self.published)
             .filter(|l| !own.contains(&l.port))
@@ -231,6 +244,17 @@ impl Auto {
             port: *port,
             why: why.clone(),
         }));
+        skipped.extend(
+            (self.listening.others.iter())
+                .filter(|(port, _)| !ports.contains_key(port) && !own.contains(port))
+                .map(|(port, uid)| Skipped {
+                    port: *port,
+                    why: format!(
+                        "another user's (uid {uid}): only your own listeners, root's and \
+                         Docker's published ports are forwarded"
+                    ),
+                }),
+        );
         publish(link, &self.statics, &self.served, &skipped);
     }
 }
@@ -326,23 +350,44 @@ async fn serve(
     (!tasks.is_empty()).then_some(Served { tasks, entries })
 }
 
-/// The listening sockets in `/proc/net/tcp` and `/proc/net/tcp6` text.
-fn parse_proc_net_tcp(text: &str) -> Vec<Listening> {
-    let mut found = BTreeSet::new();
+/// The uid a snapshot's end line carries, if `line` is one.
+fn snapshot_end(line: &str) -> Option<u32> {
+    line.strip_prefix(SNAPSHOT_END)?.trim().parse().ok()
+}
+
+/// The listening sockets in `/proc/net/tcp` and `/proc/net/tcp6` text: those of `own_uid` and
+/// root's, and the others' ports with their owners.
+fn parse_proc_net_tcp(text: &str, own_uid: u32) -> Sockets {
+    let mut forwardable = BTreeSet::new();
+    let mut others = BTreeMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 4 || fields[3] != LISTEN_STATE {
+        if fields.len() < 8 || fields[3] != LISTEN_STATE {
             continue;
         }
         let Some((ip, port)) = fields[1].split_once(':') else {
             continue;
         };
-        let (Some(ip), Ok(port)) = (parse_ip(ip), u16::from_str_radix(port, 16)) else {
+        let (Some(ip), Ok(port), Ok(uid)) = (
+            parse_ip(ip),
+            u16::from_str_radix(port, 16),
+            fields[7].parse::<u32>(),
+        ) else {
             continue;
         };
-        found.insert(Listening { ip, port });
+        match uid == own_uid || uid == 0 {
+            true => {
+                forwardable.insert(Listening { ip, port });
+            }
+            false => {
+                others.insert(port, uid);
+            }
+        }
     }
-    found.into_iter().collect()
+    Sockets {
+        forwardable: forwardable.into_iter().collect(),
+        others,
+    }
 }
 
 /// The kernel's hex address: 8 digits (IPv4) or 32 (IPv6), each 32-bit word printed as a
@@ -371,12 +416,16 @@ mod tests {
 
     /// The next snapshot the watch prints, if one comes within `within`.
     fn next_snapshot(lines: &Receiver<String>, within: Duration) -> Option<Vec<Listening>> {
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
         let deadline = std::time::Instant::now() + within;
         let mut snapshot = String::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match lines.recv_timeout(left) {
-                Ok(line) if line == SNAPSHOT_END => return Some(parse_proc_net_tcp(&snapshot)),
+                Ok(line) if snapshot_end(&line) == Some(me) => {
+                    return Some(parse_proc_net_tcp(&snapshot, me).forwardable);
+                }
                 Ok(line) => snapshot.push_str(&(line + "\n")),
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => panic!("the watch ended"),
@@ -420,6 +469,57 @@ mod tests {
         let _ = watch.wait();
     }
 
+    /// Issue 29 item 4: a port another user listens on is reported with its owner, not as one
+    /// to forward (as root, the test listens as `nobody` too).
+    #[test]
+    fn another_user_s_listener_is_not_forwardable() {
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
+        let mut other = (me == 0).then(|| {
+            std::process::Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                    "-c",
+                ])
+                .arg(
+                    "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); \
+                     s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)",
+                )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("setpriv (util-linux) and python3")
+        });
+        let others_port: Option<u16> = other.as_mut().map(|child| {
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            line.trim().parse().unwrap()
+        });
+        let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let my_port = mine.local_addr().unwrap().port();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &SNAPSHOTS.replace("while (1)", "for my $once (1)")])
+            .output()
+            .unwrap();
+        if let Some(child) = other.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let end = text.lines().find_map(snapshot_end).expect("a snapshot end");
+        assert_eq!(end, me);
+        let sockets = parse_proc_net_tcp(&text, me);
+        assert!(sockets.forwardable.iter().any(|l| l.port == my_port));
+        if let Some(port) = others_port {
+            assert_eq!(sockets.others.get(&port), Some(&65534), "{sockets:?}");
+            assert!(!sockets.forwardable.iter().any(|l| l.port == port));
+        }
+    }
+
     #[test]
     fn proc_net_tcp_listening_sockets_are_read() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
@@ -427,18 +527,29 @@ mod tests {
    1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
    2: 0F02000A:0016 0202000A:C8A4 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n\
    0: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 0 0 0 0 0\n\
-   1: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 0 0 0 0 0\n";
-        let found = parse_proc_net_tcp(text);
+   1: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 0 0 0 0 0\n\
+   3: 0100007F:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4 1\n\
+   4: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5 1\n";
+        let sockets = parse_proc_net_tcp(text, 1000);
+        // Root's and the user's own; another user's port (5432) with its owner.
+        assert_eq!(sockets.others, BTreeMap::from([(5432, 1001)]));
+        let found = sockets.forwardable;
         let shown: Vec<String> = found
             .iter()
             .map(|l| format!("{}:{}", l.ip, l.port))
             .collect();
         assert_eq!(
             shown,
-            vec!["0.0.0.0:22", "127.0.0.1:8080", ":::9090", "::1:8081"]
+            vec![
+                "0.0.0.0:22",
+                "127.0.0.1:8080",
+                "127.0.0.1:9000",
+                ":::9090",
+                "::1:8081"
+            ]
         );
         assert_eq!(guest_address(found[0].ip), "127.0.0.1");
-        assert_eq!(guest_address(found[2].ip), "127.0.0.1");
+        assert_eq!(guest_address(found[3].ip), "127.0.0.1");
         assert_eq!(guest_address("10.0.2.15".parse().unwrap()), "10.0.2.15");
         assert_eq!(not_forwarded(22), Some("SSH"));
         assert!(not_forwarded(80).is_some() && not_forwarded(8080).is_none());
