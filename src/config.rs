@@ -203,6 +203,8 @@ pub struct LambdaConfig {
     pub handler: String,
     pub memory_mb: u32,
     pub timeout_s: u32,
+    /// The size of the function's `/tmp`, as Lambda's `EphemeralStorage`.
+    pub ephemeral_storage_mb: u32,
     pub env: BTreeMap<String, String>,
     /// Several functions of one image, by name: their handlers (`invoke --serve`).
     pub functions: BTreeMap<String, String>,
@@ -442,6 +444,9 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
 }
 fn lambda_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     in_range(d, 128, 10240, "memory_mb").map(Some)
+}
+fn lambda_ephemeral_storage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 512, 10240, "ephemeral_storage_mb").map(Some)
 }
 fn lambda_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     in_range(d, 1, 900, "timeout_s").map(Some)
@@ -734,6 +739,8 @@ struct RawLambda {
     memory_mb: Option<u32>,
     #[serde(default, deserialize_with = "lambda_timeout")]
     timeout_s: Option<u32>,
+    #[serde(default, deserialize_with = "lambda_ephemeral_storage")]
+    ephemeral_storage_mb: Option<u32>,
     #[serde(default, deserialize_with = "lambda_env")]
     env: Option<BTreeMap<String, String>>,
     functions: Option<BTreeMap<String, String>>,
@@ -884,6 +891,7 @@ impl RawConfig {
                 handler: self.lambda.handler.unwrap_or_default(),
                 memory_mb: self.lambda.memory_mb.unwrap_or(1024),
                 timeout_s: self.lambda.timeout_s.unwrap_or(60),
+                ephemeral_storage_mb: self.lambda.ephemeral_storage_mb.unwrap_or(512),
                 env: self.lambda.env.unwrap_or_default(),
                 functions: self.lambda.functions.unwrap_or_default(),
             },
@@ -1264,6 +1272,11 @@ mod tests {
             "[lambda]\ntimeout_s = 901\n",
             "timeout_s must be between 1 and 900",
             ":2:13:",
+        ),
+        (
+            "[lambda]\nephemeral_storage_mb = 256\n",
+            "ephemeral_storage_mb must be between 512 and 10240",
+            ":2:24:",
         ),
         ("[lambda]\nenv = { A = 1 }\n", "invalid type", ":2:13:"),
         (

@@ -62,6 +62,11 @@ pub struct InvokeArgs {
     #[arg(long, requires = "serve", conflicts_with = "image")]
     pub watch: bool,
 
+    /// Run the function as root on a writable root filesystem, as the image says, not as
+    /// Lambda runs it (read-only, /tmp the only writable place, a non-root user): for debugging
+    #[arg(long)]
+    pub as_root: bool,
+
     /// Sandboxes kept per function, with --serve
     #[arg(long, value_name = "N", default_value_t = 1, requires = "serve",
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -156,6 +161,7 @@ fn functions(ctx: &Context, args: &InvokeArgs, image: &str) -> Result<Vec<Functi
             timeout_s: args.timeout,
             env: extra,
             all_of_the_image: args.serve,
+            as_root: args.as_root,
         },
     ))
 }

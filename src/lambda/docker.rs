@@ -91,6 +91,20 @@ impl DockerLauncher {
         // shell that starts `docker`, a PATH or DOCKER_HOST among them would choose the docker
         // that runs and the daemon it talks to.
         args.extend(["--env-file".into(), "/dev/stdin".into()]);
+        // As Lambda runs an image: nothing writable but /tmp (exec allowed, as there), and
+        // Lambda's user, whatever the image's USER.
+        if !launch.shape.as_root {
+            args.extend([
+                "--read-only".into(),
+                "--tmpfs".into(),
+                format!(
+                    "/tmp:rw,exec,nosuid,nodev,size={}m,mode=1777",
+                    launch.shape.ephemeral_storage_mb
+                ),
+                "--user".into(),
+                super::LAMBDA_USER.into(),
+            ]);
+        }
         args.push(self.image.clone());
         args.extend(launch.handler.clone());
         format!("exec {} 2>&1", quote::join(&args))

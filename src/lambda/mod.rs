@@ -41,7 +41,22 @@ pub struct Function {
     /// The environment the function sees, Lambda's reserved variables included.
     pub env: Vec<(String, String)>,
     pub region: String,
+    pub sandbox: SandboxShape,
 }
+
+/// How a function's sandbox is made: as Lambda runs a container image (a read-only root
+/// filesystem, `/tmp` the only writable place, a non-root user), or as the image says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxShape {
+    /// Root, and a writable root filesystem (`invoke --as-root`, for debugging).
+    pub as_root: bool,
+    /// The size of `/tmp`.
+    pub ephemeral_storage_mb: u32,
+}
+
+/// The user and group Lambda runs a container image's function as (`sbx_user1051`, as functions
+/// observe it; AWS documents "a default non-root user").
+pub const LAMBDA_USER: &str = "993:990";
 
 /// What `invoke`'s command line changes in the configured functions.
 #[derive(Debug, Default)]
@@ -52,6 +67,8 @@ pub struct Overrides {
     pub env: Vec<(String, String)>,
     /// Every function of `[lambda.functions]` (serving), rather than the image's one.
     pub all_of_the_image: bool,
+    /// Run as root on a writable root filesystem (`--as-root`).
+    pub as_root: bool,
 }
 
 /// The functions of an image: every `[lambda.functions]` entry when `all_of_the_image` and the
@@ -81,6 +98,10 @@ pub fn functions(
             memory_mb: config.memory_mb,
             env: env.into_iter().collect(),
             region: region.clone(),
+            sandbox: SandboxShape {
+                as_root: overrides.as_root,
+                ephemeral_storage_mb: config.ephemeral_storage_mb,
+            },
         }
     };
     if overrides.all_of_the_image && !config.functions.is_empty() {
@@ -228,6 +249,7 @@ pub struct Launch {
     pub memory_mb: u32,
     /// `AWS_LAMBDA_RUNTIME_API` and the function's environment.
     pub env: Vec<(String, String)>,
+    pub shape: SandboxShape,
 }
 
 /// A started runtime: its name for `stop`, its output by lines, and its end.

@@ -147,6 +147,7 @@ impl<L: Launcher> Pool<L> {
                 handler: self.function.handler.clone(),
                 memory_mb: self.function.memory_mb,
                 env,
+                shape: self.function.sandbox,
             })
             .await?;
         sandbox.launched(launched.name.clone());

@@ -231,7 +231,13 @@ impl<L: Launcher> Sandbox<L> {
                 sandbox.time_out(&id).await;
             })
         };
-        let start_line = format!("START RequestId: {request_id} Version: $LATEST");
+        let start_line = match self.function.sandbox.as_root {
+            true => format!(
+                "START RequestId: {request_id} Version: $LATEST (as root, on a writable root \
+                 filesystem: --as-root; Lambda runs neither)"
+            ),
+            false => format!("START RequestId: {request_id} Version: $LATEST"),
+        };
         {
             let mut state = self.state();
             if state.issued.len() == ISSUED_REMEMBERED {

@@ -151,6 +151,37 @@ fn invoke_runs_the_image_once_and_says_how_it_ended() {
     );
     assert_exit_saying(&out, 2, "more than one line");
 
+    // Issue 32 item 1: the sandbox as Lambda runs an image: its user, a read-only root
+    // filesystem, /tmp the only writable place; --as-root keeps the image's own way, and says so.
+    let out = native(dir.path(), &["invoke", &image.0, "--handler", "sandbox"]);
+    let answer = json(&out);
+    assert_eq!(
+        (answer["uid"].as_str(), answer["gid"].as_str()),
+        (Some("993"), Some("990"))
+    );
+    assert!(
+        answer["root"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only file system"),
+        "{answer}"
+    );
+    assert_eq!(answer["tmp"], "written");
+    let out = native(
+        dir.path(),
+        &["invoke", &image.0, "--handler", "sandbox", "--as-root"],
+    );
+    let answer = json(&out);
+    assert_eq!(
+        (answer["uid"].as_str(), answer["root"].as_str()),
+        (Some("0"), Some("written"))
+    );
+    assert!(
+        stderr(&out).contains("(as root, on a writable root filesystem: --as-root"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = native(dir.path(), &["invoke", &image.0, "--handler", "fail"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["errorMessage"], "the function failed on purpose");

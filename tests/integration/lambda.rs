@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use n10n_dev::lambda::invoke_api::{self, Functions};
 use n10n_dev::lambda::{
-    Ending, Function, Launch, Launched, Launcher, Pool, Request, RuntimeListener,
+    Ending, Function, Launch, Launched, Launcher, Pool, Request, RuntimeListener, SandboxShape,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -185,6 +185,11 @@ fn function(name: &str, handler: &str, timeout_s: u64) -> Function {
         memory_mb: 512,
         env: Function::lambda_env(name, 512, "eu-west-1"),
         region: "eu-west-1".into(),
+        // Processes, not containers: the shape is the launcher's to apply.
+        sandbox: SandboxShape {
+            as_root: false,
+            ephemeral_storage_mb: 512,
+        },
     }
 }
 

@@ -36,6 +36,23 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Error
             Ok(Value::Null)
         }
         "big" => Ok(json!({ "data": "x".repeat(7 << 20) })),
+        // Who the function runs as, and where it may write.
+        "sandbox" => {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let id = |field: &str| {
+                status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()).unwrap_or_default().to_string()
+            };
+            let write = |path: &str| match std::fs::write(path, "x") {
+                Ok(()) => "written".to_string(),
+                Err(e) => e.to_string(),
+            };
+            Ok(json!({
+                "uid": id("Uid:"),
+                "gid": id("Gid:"),
+                "root": write("/written-by-the-function"),
+                "tmp": write("/tmp/written-by-the-function"),
+            }))
+        }
         _ if payload["crash"] == true => std::process::exit(3),
         _ => {
             let remaining = context.deadline().duration_since(std::time::SystemTime::now()).map(|d| d.as_millis()).unwrap_or(0);
