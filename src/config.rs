@@ -161,6 +161,7 @@ pub struct Config {
     pub push: PushConfig,
     pub forward: ForwardConfig,
     pub run: RunConfig,
+    pub vagrant: VagrantConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -259,6 +260,25 @@ impl FromStr for BackendKind {
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VagrantConfig {
+    /// `vagrant up --provider`: virtualbox, vmware_desktop, parallels, libvirt, or another.
+    pub provider: String,
+}
+
+impl VagrantConfig {
+    /// The Vagrant plugin a provider needs, for the providers the Vagrantfile knows; `None`
+    /// for VirtualBox, which Vagrant carries itself.
+    pub fn plugin(&self) -> Option<&'static str> {
+        match self.provider.as_str() {
+            "vmware_desktop" => Some("vagrant-vmware-desktop"),
+            "parallels" => Some("vagrant-parallels"),
+            "libvirt" => Some("vagrant-libvirt"),
+            _ => None,
+        }
     }
 }
 
@@ -485,6 +505,22 @@ pub fn is_one_line(value: &str) -> bool {
     !value.contains(['\n', '\r', '\0'])
 }
 
+/// A Vagrant provider's name, as `vagrant up --provider` takes it.
+fn vagrant_provider<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    match valid {
+        true => Ok(Some(name)),
+        false => Err(de::Error::custom(format!(
+            "{name:?} is not a Vagrant provider's name (virtualbox, vmware_desktop, parallels, \
+             libvirt, …)"
+        ))),
+    }
+}
+
 /// A VM name: Lima's instance-name rule, kept short because macOS socket paths are ≤ 104 bytes.
 fn vm_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let name = String::deserialize(d)?;
@@ -680,6 +716,8 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     run: RawRun,
+    #[serde(default)]
+    vagrant: RawVagrant,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -769,6 +807,13 @@ struct RawForward {
 #[serde(deny_unknown_fields)]
 struct RawRun {
     login_shell: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVagrant {
+    #[serde(default, deserialize_with = "vagrant_provider")]
+    provider: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -913,6 +958,9 @@ impl RawConfig {
             },
             run: RunConfig {
                 login_shell: self.run.login_shell.unwrap_or(false),
+            },
+            vagrant: VagrantConfig {
+                provider: self.vagrant.provider.unwrap_or_else(|| "virtualbox".into()),
             },
         })
     }

@@ -16,7 +16,7 @@ use crate::state::StateDir;
 pub use lima::LimaBackend;
 pub use native::NativeBackend;
 pub use ssh::SshBackend;
-pub use vagrant::VagrantBackend;
+pub use vagrant::{VagrantBackend, plugin_installed as vagrant_plugin_installed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MachineState {

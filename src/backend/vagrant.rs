@@ -36,6 +36,8 @@ pub struct VagrantBackend {
     dir: PathBuf,
     env: Vec<(&'static str, String)>,
     known_hosts: PathBuf,
+    /// `vagrant up --provider`.
+    provider: String,
 }
 
 impl VagrantBackend {
@@ -60,8 +62,10 @@ impl VagrantBackend {
                 ("N10N_CPUS", vm.cpus.to_string()),
                 ("N10N_MEMORY_MB", (vm.memory.0 >> 20).to_string()),
                 ("N10N_TOOLCHAINS", toolchains.join(",")),
+                ("N10N_PROVIDER", project.config.vagrant.provider.clone()),
             ],
             known_hosts: vm_dir.join("known_hosts"),
+            provider: project.config.vagrant.provider.clone(),
         })
     }
 
@@ -138,10 +142,8 @@ impl Backend for VagrantBackend {
         if self.state()? == MachineState::Running {
             return Ok(());
         }
-        self.run_checked(
-            "starting the VM",
-            &["up", "--provider=virtualbox", "--machine-readable"],
-        )
+        let provider = format!("--provider={}", self.provider);
+        self.run_checked("starting the VM", &["up", &provider, "--machine-readable"])
     }
 
     fn stop(&self) -> Result<()> {
@@ -198,6 +200,24 @@ struct Line {
 }
 
 /// `timestamp,target,type,data...`, unescaped.
+/// Whether `vagrant plugin list` names `plugin` (its lines: `name (version, scope)`).
+pub fn plugin_installed(vagrant: &std::path::Path, plugin: &str) -> Result<bool> {
+    let out = Command::new(vagrant)
+        .args(["plugin", "list"])
+        .output()
+        .context(|| format!("cannot run {}", vagrant.display()))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "`vagrant plugin list` failed: {}",
+            crate::terminal_text::lines(&out.stderr).trim()
+        )));
+    }
+    let listed = String::from_utf8_lossy(&out.stdout);
+    Ok(listed
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(plugin)))
+}
+
 fn parse_machine_readable(text: &str) -> Vec<Line> {
     text.lines()
         .filter_map(|line| {

@@ -88,6 +88,7 @@ pub async fn run(ctx: &Context) -> Result<i32> {
             }
         }),
         (Ok(BackendKind::Ssh), Ok(backend)) => ssh_host_ready(ctx, backend)?,
+        (Ok(BackendKind::Vagrant), Ok(_)) => vagrant_provider_ready(ctx)?,
         (_, Ok(_)) => Ok(()),
     };
     match verdict {
@@ -99,6 +100,33 @@ pub async fn run(ctx: &Context) -> Result<i32> {
             outln!("verdict:   not ready: {why}")?;
             Ok(1)
         }
+    }
+}
+
+/// Vagrant is ready when its provider is: the plugin the provider needs is installed (the
+/// provider's own software is the plugin's to check when `up` runs).
+fn vagrant_provider_ready(ctx: &Context) -> Result<std::result::Result<(), String>> {
+    let config = &ctx.project.config.vagrant;
+    let provider = &config.provider;
+    let Some(plugin) = config.plugin() else {
+        outln!("provider:  {provider}")?;
+        return Ok(Ok(()));
+    };
+    let vagrant = ctx.facts.tools.vagrant.as_deref();
+    match vagrant.map(|v| backend::vagrant_plugin_installed(v, plugin)) {
+        Some(Ok(true)) => {
+            outln!("provider:  {provider} (plugin {plugin} installed)")?;
+            Ok(Ok(()))
+        }
+        Some(Ok(false)) => {
+            outln!("provider:  {provider} (plugin {plugin} not installed)")?;
+            Ok(Err(format!(
+                "the Vagrant provider {provider} needs the plugin {plugin}: vagrant plugin \
+                 install {plugin}"
+            )))
+        }
+        Some(Err(e)) => Ok(Err(e.to_string())),
+        None => Ok(Err("vagrant is not on PATH".into())),
     }
 }
 

@@ -84,6 +84,13 @@ fn vagrantfile_is_valid_ruby_and_shares_no_folder() {
     let text = std::fs::read_to_string(repo().join("Vagrantfile")).unwrap();
     assert!(text.contains(r#"config.vm.synced_folder ".", "/vagrant", disabled: true"#));
     assert!(text.contains(r#"path: "provision/#{script}.sh""#));
+    for provider in ["virtualbox", "vmware_desktop", "parallels", "libvirt"] {
+        assert!(
+            text.contains(&format!("config.vm.provider \"{provider}\" do")),
+            "no block for {provider}"
+        );
+    }
+    assert!(text.contains(r#"ENV.fetch("N10N_PROVIDER", "virtualbox")"#));
 }
 
 #[test]

@@ -138,3 +138,46 @@ fn a_failed_vagrant_up_shows_vagrants_own_message() {
     assert!(err.contains("Vagrant::Errors::VBoxManageError: There was an error while executing `VBoxManage`, a CLI"), "{err}");
     assert!(err.contains("next: `VAGRANT_CWD="), "{err}");
 }
+
+/// Issue 34 item 3: `[vagrant] provider` goes to `vagrant up --provider`, the Vagrantfile gets
+/// it, and `doctor` names the plugin the provider needs when it is missing.
+#[test]
+fn the_configured_provider_is_used_and_its_plugin_named() {
+    let vagrant = Vagrant::new();
+    let config = vagrant.project.root().join("n10n-dev.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[vagrant]\nprovider = \"libvirt\"\n"),
+    )
+    .unwrap();
+
+    let out = vagrant.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("provider:  libvirt (plugin vagrant-libvirt not installed)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out)
+            .contains("needs the plugin vagrant-libvirt: vagrant plugin install vagrant-libvirt"),
+        "{}",
+        stdout(&out)
+    );
+    let out = vagrant.run_with(&["doctor"], &[("FAKE_VAGRANT_PLUGINS", "vagrant-libvirt")]);
+    assert!(
+        stdout(&out).contains("provider:  libvirt (plugin vagrant-libvirt installed)"),
+        "{}",
+        stdout(&out)
+    );
+
+    vagrant.ok(&["up"]);
+    let calls = vagrant.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("up --provider=libvirt --machine-readable")),
+        "{calls:?}"
+    );
+}
