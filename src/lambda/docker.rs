@@ -128,9 +128,11 @@ fn env_file(env: &[(String, String)]) -> String {
 impl Launcher for DockerLauncher {
     async fn listen(&self) -> Result<RuntimeListener> {
         match self.machine.session() {
-            Some(session) => {
-                RuntimeListener::remote(session.listen_remote().await?, self.own_ports.as_deref())
-            }
+            Some(session) => RuntimeListener::remote(
+                session.listen_remote().await?,
+                session.clone(),
+                self.own_ports.as_deref(),
+            ),
             None => RuntimeListener::local().await,
         }
     }

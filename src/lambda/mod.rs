@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod invoke_api;
+mod peer;
 pub mod pool;
 mod runtime_api;
 mod sandbox;
@@ -277,7 +278,8 @@ pub struct RuntimeListener {
 
 enum Incoming {
     Tcp(tokio::net::TcpListener),
-    Remote(RemoteListener),
+    /// On the build machine, whose connections are let in only from the sandbox's users.
+    Remote(RemoteListener, std::sync::Arc<crate::ssh::Session>),
 }
 
 impl RuntimeListener {
@@ -298,14 +300,20 @@ impl RuntimeListener {
     }
 
     /// A port on the build machine's loopback, forwarded here over SSH; claimed in
-    /// `own_ports` (see `own_ports`) so that the forwarder leaves it alone.
-    pub fn remote(listener: RemoteListener, own_ports: Option<&Path>) -> Result<RuntimeListener> {
+    /// `own_ports` (see `own_ports`) so that the forwarder leaves it alone. Any user of the
+    /// machine can connect to its loopback: a connection is let in only from a socket of the
+    /// sandbox's users (see `peer::allowed`), which `session` asks the machine about.
+    pub fn remote(
+        listener: RemoteListener,
+        session: std::sync::Arc<crate::ssh::Session>,
+        own_ports: Option<&Path>,
+    ) -> Result<RuntimeListener> {
         let claim = own_ports
             .map(|dir| crate::own_ports::claim(dir, listener.port))
             .transpose()?;
         Ok(RuntimeListener {
             address: format!("127.0.0.1:{}", listener.port),
-            incoming: Incoming::Remote(listener),
+            incoming: Incoming::Remote(listener, session),
             _claim: claim,
         })
     }
@@ -322,10 +330,13 @@ impl RuntimeListener {
                         Err(e) => crate::accept::pause_after("the Runtime API", &e).await,
                     }
                 },
-                Incoming::Remote(listener) => listener
-                    .accept()
-                    .await
-                    .map(|s| Box::new(s) as Box<dyn Connection>),
+                Incoming::Remote(listener, session) => loop {
+                    let (stream, from) = listener.accept().await?;
+                    match peer::allowed(session, from, listener.port).await {
+                        Ok(()) => return Some(Box::new(stream) as Box<dyn Connection>),
+                        Err(why) => eprintln!("invoke: a Runtime API connection refused: {why}"),
+                    }
+                },
             }
         })
     }

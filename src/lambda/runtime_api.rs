@@ -18,18 +18,32 @@ const PREFIX: &str = "/2018-06-01/runtime/";
 
 /// Serve the sandbox's Runtime API on every connection that arrives, until aborted.
 pub(crate) async fn serve<L: Launcher>(mut listener: RuntimeListener, sandbox: Arc<Sandbox<L>>) {
+    let host: Arc<str> = listener.address.clone().into();
     while let Some(connection) = listener.accept().await {
-        let sandbox = sandbox.clone();
+        let (sandbox, host) = (sandbox.clone(), host.clone());
         tokio::spawn(super::serve_http(connection, move |request| {
-            handle(sandbox.clone(), request)
+            handle(sandbox.clone(), host.clone(), request)
         }));
     }
 }
 
 async fn handle<L: Launcher>(
     sandbox: Arc<Sandbox<L>>,
+    host: Arc<str>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Runtime clients address the API as AWS_LAMBDA_RUNTIME_API names it; a request for another
+    // host (a web page's, through a name that resolves to loopback) is not theirs.
+    let addressed = request.headers().get(hyper::header::HOST);
+    if addressed.is_none_or(|h| h.as_bytes() != host.as_bytes()) {
+        return Ok(reply(
+            StatusCode::FORBIDDEN,
+            error_body(
+                "Forbidden",
+                "this Runtime API answers its sandbox's runtime only",
+            ),
+        ));
+    }
     let path = request.uri().path().to_string();
     let Some(route) = path.strip_prefix(PREFIX) else {
         return Ok(reply(

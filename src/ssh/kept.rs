@@ -215,13 +215,14 @@ impl server::Handler for Downstream {
         let handle = session.handle();
         let machine = self.machine.clone();
         self.listeners.push(tokio::spawn(async move {
-            while let Some(upstream) = listener.accept().await {
+            while let Some((upstream, from)) = listener.accept().await {
+                // The port it comes from travels on: the client checks who owns it.
                 let opened = handle
                     .channel_open_forwarded_tcpip(
                         "127.0.0.1",
                         u32::from(listener.port),
                         "127.0.0.1",
-                        0,
+                        u32::from(from),
                     )
                     .await;
                 let Ok(downstream) = opened else { return };

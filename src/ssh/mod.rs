@@ -77,12 +77,13 @@ pub struct Session {
 }
 
 /// Where connections to the machine's forwarded ports go: the listener of each port.
-type Forwards = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<russh::Channel<client::Msg>>>>>;
+/// Each forwarded port's listener: the connections to it, with the port they come from.
+type Forwards = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<(russh::Channel<client::Msg>, u16)>>>>;
 
 /// A port on the machine's loopback whose connections arrive here (an SSH remote forward).
 pub struct RemoteListener {
     pub port: u16,
-    incoming: mpsc::UnboundedReceiver<russh::Channel<client::Msg>>,
+    incoming: mpsc::UnboundedReceiver<(russh::Channel<client::Msg>, u16)>,
     forwards: Forwards,
     /// To cancel the forward on the machine when this is dropped: else sshd keeps listening
     /// there for as long as the connection lasts.
@@ -90,12 +91,13 @@ pub struct RemoteListener {
 }
 
 impl RemoteListener {
-    /// The next connection to the port, as a byte stream; `None` once the session is gone.
-    pub async fn accept(&mut self) -> Option<russh::ChannelStream<client::Msg>> {
+    /// The next connection to the port, as a byte stream, and the port on the machine's
+    /// loopback it comes from; `None` once the session is gone.
+    pub async fn accept(&mut self) -> Option<(russh::ChannelStream<client::Msg>, u16)> {
         self.incoming
             .recv()
             .await
-            .map(|channel| channel.into_stream())
+            .map(|(channel, from)| (channel.into_stream(), from))
     }
 }
 
@@ -206,7 +208,7 @@ impl client::Handler for Client {
         _connected_address: &str,
         connected_port: u32,
         _originator_address: &str,
-        _originator_port: u32,
+        originator_port: u32,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), russh::Error> {
@@ -218,7 +220,7 @@ impl client::Handler for Client {
             .cloned();
         if let Some(listener) = listener {
             reply.accept().await;
-            let _ = listener.send(channel);
+            let _ = listener.send((channel, u16::try_from(originator_port).unwrap_or(0)));
         }
         Ok(())
     }

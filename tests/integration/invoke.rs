@@ -2,6 +2,7 @@
 //! packaged FROM scratch into an image on the real Docker engine, run by the native backend and
 //! by the ssh backend (containers reaching the emulator through an SSH remote forward).
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -483,4 +484,83 @@ fn serve_watch_rebuilds_on_each_change_and_keeps_the_last_good_image() {
             .args(["image", "rm", "-f", id])
             .output();
     }
+}
+
+/// Issue 29 item 9: on a build host, a sandbox's Runtime API listens on the machine's loopback,
+/// where any user can connect. Another user (`nobody`, where the test runs as root) asking it for
+/// the next event gets no answer at all, while the function's own runtime is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_of_the_machine_cannot_take_the_sandbox_s_events() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: no other user to try as (CI runs this as root)");
+        return;
+    }
+    let image = FunctionImage::build("peer");
+    let sshd = Sshd::start();
+    let project = Project::new(&sshd);
+    let port = free_port();
+    let mut serve = Serving(
+        project
+            .cmd(&["invoke", &image.0, "--serve", "--port", &port.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let runtime_api = wait_for("the warm sandbox", Duration::from_secs(30), || {
+        let names = image.containers();
+        let name = names.split_whitespace().next()?.to_string();
+        let env = run_ok(
+            "docker",
+            &[
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                &name,
+            ],
+        );
+        stdout(&env)
+            .lines()
+            .find_map(|l| l.strip_prefix("AWS_LAMBDA_RUNTIME_API="))
+            .map(str::to_string)
+    });
+    let attempt = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import socket; s = socket.create_connection(('127.0.0.1', {})); s.settimeout(5); \
+             s.sendall(b'GET /2018-06-01/runtime/invocation/next HTTP/1.1\\r\\nHost: {}\\r\\n\\r\\n'); \
+             print(repr(s.recv(4096)))",
+            runtime_api.rsplit(':').next().unwrap(),
+            runtime_api
+        ))
+        .output()
+        .unwrap();
+    // Answered with nothing: closed (b''), never an event.
+    assert_eq!(stdout(&attempt).trim(), "b''", "{}", stderr(&attempt));
+    // A request for another host (a web page's, by a name resolving to loopback) is refused.
+    let mut stream = std::net::TcpStream::connect(&runtime_api).unwrap();
+    stream
+        .write_all(
+            b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 403");
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/f/invocations"
+        ))
+        .body("{\"from\":\"the user\"}")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.contains("\"from\":\"the user\""), "{answer}");
+    assert!(serve.stop().success());
 }
