@@ -278,8 +278,9 @@ pub struct RuntimeListener {
 
 enum Incoming {
     Tcp(tokio::net::TcpListener),
-    /// On the build machine, whose connections are let in only from the sandbox's users.
-    Remote(RemoteListener, std::sync::Arc<crate::ssh::Session>),
+    /// On the build machine, whose connections are let in only from the sandbox's users, as
+    /// the machine tells (its answers start beside the container's start).
+    Remote(RemoteListener, Peers),
 }
 
 impl RuntimeListener {
@@ -313,7 +314,7 @@ impl RuntimeListener {
             .transpose()?;
         Ok(RuntimeListener {
             address: format!("127.0.0.1:{}", listener.port),
-            incoming: Incoming::Remote(listener, session),
+            incoming: Incoming::Remote(listener, Peers::Starting(peer::Oracle::start(session))),
             _claim: claim,
         })
     }
@@ -330,15 +331,45 @@ impl RuntimeListener {
                         Err(e) => crate::accept::pause_after("the Runtime API", &e).await,
                     }
                 },
-                Incoming::Remote(listener, session) => loop {
+                Incoming::Remote(listener, peers) => loop {
                     let (stream, from) = listener.accept().await?;
-                    match peer::allowed(session, from, listener.port).await {
+                    let asked = std::time::Instant::now();
+                    let verdict = peers.allowed(from, listener.port).await;
+                    tracing::debug!(
+                        "who connected from {from}: answered in {:?}",
+                        asked.elapsed()
+                    );
+                    match verdict {
                         Ok(()) => return Some(Box::new(stream) as Box<dyn Connection>),
                         Err(why) => eprintln!("invoke: a Runtime API connection refused: {why}"),
                     }
                 },
             }
         })
+    }
+}
+
+/// The machine's answers about who connects, once they can be had.
+enum Peers {
+    Starting(tokio::task::JoinHandle<std::result::Result<peer::Oracle, String>>),
+    Ready(peer::Oracle),
+    Failed(String),
+}
+
+impl Peers {
+    async fn allowed(&mut self, from: u16, port: u16) -> std::result::Result<(), String> {
+        if let Peers::Starting(start) = self {
+            *self = match start.await {
+                Ok(Ok(oracle)) => Peers::Ready(oracle),
+                Ok(Err(why)) => Peers::Failed(why),
+                Err(e) => Peers::Failed(e.to_string()),
+            };
+        }
+        match self {
+            Peers::Ready(oracle) => oracle.allowed(from, port).await,
+            Peers::Failed(why) => Err(why.clone()),
+            Peers::Starting(_) => Err("still asking the machine".into()),
+        }
     }
 }
 
