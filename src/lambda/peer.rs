@@ -31,10 +31,12 @@ while (my $q = <STDIN>) {
 }'"#;
 
 type Stream = russh::ChannelStream<russh::client::Msg>;
+/// Questions go in on one half, answers come back a line each on the other.
+type Link = (WriteHalf<Stream>, Lines<BufReader<ReadHalf<Stream>>>);
 
 /// The machine's answers about sockets, from one process started there for a sandbox.
 pub(super) struct Oracle {
-    link: Mutex<(WriteHalf<Stream>, Lines<BufReader<ReadHalf<Stream>>>)>,
+    link: Mutex<Link>,
 }
 
 impl Oracle {
