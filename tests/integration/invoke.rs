@@ -22,14 +22,20 @@ impl FunctionImage {
         std::fs::copy(lambda_fn(), dir.path().join("fn")).unwrap();
         let reference = format!("n10n-test-{}-{name}:fn", std::process::id());
         // A label of its own gives each test's image its own id: `containers` filters by
-        // ancestor, which matches by id, and the tests run side by side.
+        // ancestor, which matches by id, and the tests run side by side. Not the pid alone: pids
+        // come round again (pid_max 32768), and a cached step of an earlier run's image with the
+        // same label was found, then removed under this build ("unable to find image").
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         std::fs::write(
             dir.path().join("Dockerfile"),
             format!(
                 // The label first: a layer another test's image shares could be removed with
                 // that image while this build uses it from the cache.
-                "FROM scratch\nLABEL n10n.test={reference}\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\n\
-                 CMD [\"echo\"]\n"
+                "FROM scratch\nLABEL n10n.test={reference}-{nanos}\nCOPY fn /fn\n\
+                 ENTRYPOINT [\"/fn\"]\nCMD [\"echo\"]\n"
             ),
         )
         .unwrap();
