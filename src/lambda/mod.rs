@@ -303,7 +303,7 @@ impl RuntimeListener {
     /// A port on the build machine's loopback, forwarded here over SSH; claimed in
     /// `own_ports` (see `own_ports`) so that the forwarder leaves it alone. Any user of the
     /// machine can connect to its loopback: a connection is let in only from a socket of the
-    /// sandbox's users (see `peer::allowed`), which `session` asks the machine about.
+    /// sandbox's users, as a process that `session` starts on the machine tells (see `peer`).
     pub fn remote(
         listener: RemoteListener,
         session: std::sync::Arc<crate::ssh::Session>,
